@@ -1,0 +1,1 @@
+"""Data: text and parallel corpora, tokenizers, batching, dataset recipes."""

@@ -1,0 +1,1 @@
+"""Searches over log-probs; models only provide encode/init_state/step."""

@@ -1,0 +1,1 @@
+"""Metrics: BLEU/chrF through sacreBLEU, tokenized-lowercased BLEU (multimodal-MT convention)."""

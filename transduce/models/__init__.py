@@ -1,0 +1,1 @@
+"""Model families: a config dataclass and a build() per file."""

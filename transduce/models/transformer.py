@@ -1,0 +1,207 @@
+"""Transformer encoder-decoder for sequence-to-sequence tasks (Vaswani et al. 2017).
+
+Dimension letters: B batch (x beams), S source length, T target length, D model size, V vocab.
+Contract: ``encode(src, src_lens) -> (memory, memory_lens)``;
+``step(tokens, memory, state) -> (log_probs, state)`` with ``init_state(memory, memory_lens)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from transduce.nn.masks import attention_mask, padding_mask
+from transduce.nn.positions import build_positions
+from transduce.nn.state import DecoderLayerState, DecoderState
+from transduce.nn.transformer import DecoderLayer, EncoderLayer
+
+
+@dataclass(kw_only=True)
+class TransformerConfig:
+    """Sizes and regularization of a Transformer encoder-decoder."""
+
+    dim: int = 256
+    """Model (embedding) size D."""
+    heads: int = 4
+    """Attention heads; must divide dim."""
+    ffn_dim: int = 1024
+    """Hidden size of the feed-forward blocks."""
+    encoder_layers: int = 3
+    """Number of encoder layers."""
+    decoder_layers: int = 3
+    """Number of decoder layers."""
+    dropout: float = 0.1
+    """Dropout on embeddings and residual branches."""
+    attention_dropout: float = 0.0
+    """Dropout on attention weights."""
+    activation_dropout: float = 0.0
+    """Dropout after the feed-forward activation."""
+    pre_norm: bool = True
+    """Layer norm before each sublayer (pre-LN) instead of after (post-LN)."""
+    positions: str = "sinusoidal"
+    """Position encodings: sinusoidal or learned."""
+    max_positions: int = 512
+    """Longest sequence the position table covers."""
+    share_embeddings: bool = True
+    """One embedding table for source and target (needs a joint vocabulary)."""
+    tie_output: bool = True
+    """Use the target embedding as the output projection."""
+
+
+class Embedder(nn.Module):
+    """Token embedding x sqrt(D) + positions, then dropout. (B, T) -> (B, T, D)."""
+
+    def __init__(self, embedding: nn.Embedding, positions: nn.Module, dropout: float) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.positions = positions
+        self.scale = math.sqrt(embedding.embedding_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
+        x = self.embedding(tokens) * self.scale + self.positions(tokens.size(1), offset)
+        return self.dropout(x)
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, embed: Embedder, layers: list[EncoderLayer], final_norm: nn.Module) -> None:
+        super().__init__()
+        self.embed = embed
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+
+    def encode(self, src: Tensor, src_lens: Tensor) -> tuple[Tensor, Tensor]:
+        """src (B, S) token ids, src_lens (B,) -> memory (B, S, D), memory_lens (B,)."""
+        mask = attention_mask(padding_mask(src_lens, src.size(1)))  # (B, 1, 1, S)
+        x = self.embed(src)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.final_norm(x), src_lens
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(
+        self, embed: Embedder, layers: list[DecoderLayer], final_norm: nn.Module, output: nn.Linear
+    ) -> None:
+        super().__init__()
+        self.embed = embed
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+        self.output = output
+
+    def init_state(self, memory: Tensor, memory_lens: Tensor) -> DecoderState:
+        """Empty caches for decoding against ``memory`` (B, S, D)."""
+        mask = padding_mask(memory_lens, memory.size(1))  # (B, S)
+        return DecoderState([DecoderLayerState(None, None) for _ in self.layers], mask, 0)
+
+    def features(
+        self, tgt_in: Tensor, memory: Tensor, memory_lens: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Teacher forcing: tgt_in (B, T) -> final hidden states (B, T, D) and per-layer
+        cross-attention weights (B, H, T, S) when ``need_weights``."""
+        mask = attention_mask(padding_mask(memory_lens, memory.size(1)))  # (B, 1, 1, S)
+        x = self.embed(tgt_in)
+        weights = []
+        for layer in self.layers:
+            x, _, w = layer(x, memory, mask, None, need_weights)
+            if w is not None:
+                weights.append(w)
+        return self.final_norm(x), weights
+
+    def forward(self, tgt_in: Tensor, memory: Tensor, memory_lens: Tensor) -> Tensor:
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V)."""
+        return self.output(self.features(tgt_in, memory, memory_lens)[0])
+
+    def step(self, tokens: Tensor, memory: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One step: tokens (B,) -> log-probs (B, V) of the next token, and the new state."""
+        x = self.embed(tokens[:, None], offset=state.steps)  # (B, 1, D)
+        mask = state.memory_mask[:, None, None, :]  # (B, 1, 1, S)
+        layers = []
+        for layer, layer_state in zip(self.layers, state.layers, strict=True):
+            x, new_state, _ = layer(x, memory, mask, layer_state)
+            layers.append(new_state)
+        logits = self.output(self.final_norm(x[:, 0]))  # (B, V)
+        return logits.float().log_softmax(-1), DecoderState(layers, state.memory_mask, state.steps + 1)
+
+
+class TransformerSeq2Seq(nn.Module):
+    """Encoder + decoder. ``forward`` returns teacher-forced logits; the loss lives in train/."""
+
+    def __init__(self, encoder: TransformerEncoder, decoder: TransformerDecoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, src: Tensor, src_lens: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder.encode(src, src_lens)
+
+    def forward(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
+        """src (B, S), src_lens (B,), tgt_in (B, T) -> logits (B, T, V)."""
+        memory, memory_lens = self.encode(src, src_lens)
+        return self.decoder(tgt_in, memory, memory_lens)
+
+    def features(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
+        """Decoder hidden states (B, T, D) before the output projection (for fused losses)."""
+        memory, memory_lens = self.encode(src, src_lens)
+        return self.decoder.features(tgt_in, memory, memory_lens)[0]
+
+    @property
+    def output_weight(self) -> Tensor:
+        """(V, D) output projection."""
+        return self.decoder.output.weight
+
+    def init_state(self, memory: Tensor, memory_lens: Tensor) -> DecoderState:
+        return self.decoder.init_state(memory, memory_lens)
+
+    def step(self, tokens: Tensor, memory: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        return self.decoder.step(tokens, memory, state)
+
+
+def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -> TransformerSeq2Seq:
+    """Config + vocabulary sizes -> model with fairseq-style initialization."""
+    if cfg.share_embeddings and src_vocab != tgt_vocab:
+        raise ValueError(
+            f"model.share_embeddings needs one vocabulary, got {src_vocab} source / {tgt_vocab} target"
+        )
+
+    def embedding(size: int) -> nn.Embedding:
+        emb = nn.Embedding(size, cfg.dim, padding_idx=pad_id)
+        nn.init.normal_(emb.weight, std=cfg.dim**-0.5)
+        with torch.no_grad():
+            emb.weight[pad_id].zero_()
+        return emb
+
+    def final_norm() -> nn.Module:
+        return nn.LayerNorm(cfg.dim) if cfg.pre_norm else nn.Identity()
+
+    layer_args = dict(
+        dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout, pre_norm=cfg.pre_norm,
+    )
+    src_emb = embedding(src_vocab)
+    tgt_emb = src_emb if cfg.share_embeddings else embedding(tgt_vocab)
+    output = nn.Linear(cfg.dim, tgt_vocab, bias=False)
+    if cfg.tie_output:
+        output.weight = tgt_emb.weight
+    else:
+        nn.init.normal_(output.weight, std=cfg.dim**-0.5)
+    enc_layers = [EncoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **layer_args) for _ in range(cfg.encoder_layers)]
+    dec_layers = [DecoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **layer_args) for _ in range(cfg.decoder_layers)]
+    for layer in [*enc_layers, *dec_layers]:
+        for name, p in layer.named_parameters():
+            if p.dim() == 2:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+    encoder = TransformerEncoder(
+        Embedder(src_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
+        enc_layers, final_norm(),
+    )
+    decoder = TransformerDecoder(
+        Embedder(tgt_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
+        dec_layers, final_norm(), output,
+    )
+    return TransformerSeq2Seq(encoder, decoder)

@@ -1,0 +1,1 @@
+"""Building blocks with no config: attention, masks, positions, feed-forward, layers."""

@@ -1,0 +1,58 @@
+"""Writing a self-contained model folder: weights (safetensors), config, tokenizer, card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from transduce.config import to_dict
+from transduce.train import checkpoint as ckpt
+from transduce.train.corpus import Tokenizers
+from transduce.train.plots import plot_curves
+
+if TYPE_CHECKING:
+    from transduce.train.trainer import Trainer
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype = torch.float32) -> None:
+    """Safetensors needs distinct storage per tensor: tied weights are stored once each."""
+    tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(path))
+
+
+def write_model_dir(out: Path, weights: dict[str, torch.Tensor], config: dict, tokenizer_dir: Path,
+                    card: dict, dtype: torch.dtype = torch.float32) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(weights, out / "model.safetensors", dtype)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    joint = config["data"]["joint_vocab"]
+    for path in dict.fromkeys(Tokenizers.files(tokenizer_dir, joint)):
+        shutil.copy(path, out / path.name)
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def export_model(trainer: Trainer) -> Path:
+    """RUN_DIR/model from the best checkpoint, or the average of the last N when asked."""
+    t, run = trainer.cfg.train, trainer.run_dir
+    if t.average_last > 0:
+        paths = ckpt.step_checkpoints(trainer.ckpt_dir)[-t.average_last :]
+        weights, source = ckpt.average(paths), f"average of {len(paths)} last checkpoints"
+    else:
+        best = trainer.ckpt_dir / "best.pt"
+        path = best if best.exists() else ckpt.step_checkpoints(trainer.ckpt_dir)[-1]
+        weights, source = ckpt.load(path)["model"], path.name
+    s = trainer.state
+    card = {"updates": s.update, "epochs": s.epoch, "train_seconds": round(s.train_seconds),
+            "weights": source, "best_dev": s.best_score,
+            "dev": [h for h in s.history if h.get("kind") == "valid"][-1:]}
+    out = write_model_dir(run / "model", weights, to_dict(trainer.cfg), run, card)
+    plot_curves(s.history, run / "curves.png")
+    trainer.log(f"model written to {out} ({source}); curves in {run / 'curves.png'}")
+    return out

@@ -1,0 +1,94 @@
+"""Label-smoothed cross-entropy, summed over real (non-padding) target tokens.
+
+Smoothing spreads ``epsilon`` uniformly over the whole vocabulary (the
+``F.cross_entropy(label_smoothing=...)`` definition): loss = (1 - eps) * nll + eps * mean_v(-log p_v).
+
+``projected_label_smoothed_nll`` fuses the output projection with the loss and works in row
+chunks with a hand-written backward (gradient ``softmax - q``, ``q = (1 - eps) onehot + eps/V``):
+on CPU the (tokens x vocab) logits are the biggest tensors of a small model's step, and
+allocating them whole costs more than the arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CHUNK_ROWS = 512
+
+
+def _chunk_stats(logits: Tensor, target: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor]:
+    lse = logits.logsumexp(dim=-1)  # (n,)
+    nll = lse - logits.gather(1, target[:, None]).squeeze(1)
+    smooth = lse - logits.mean(dim=-1)
+    return (1.0 - epsilon) * nll + epsilon * smooth, nll, lse
+
+
+def _softmax_minus_q(logits: Tensor, lse: Tensor, target: Tensor, epsilon: float) -> Tensor:
+    """In place on ``logits`` (n, V): softmax - q."""
+    grad = logits.sub_(lse[:, None]).exp_().sub_(epsilon / logits.size(1))
+    grad[torch.arange(grad.size(0), device=grad.device), target] -= 1.0 - epsilon
+    return grad
+
+
+class _ProjectedSmoothedCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, target: Tensor, epsilon: float):  # type: ignore[override]
+        """hidden (N, D), weight (V, D), target (N,) -> loss sum, nll sum (fp32 scalars)."""
+        loss = hidden.new_zeros((), dtype=torch.float)
+        nll_sum = hidden.new_zeros((), dtype=torch.float)
+        lses = []
+        for start in range(0, hidden.size(0), CHUNK_ROWS):
+            logits = (hidden[start : start + CHUNK_ROWS] @ weight.t()).float()  # (n, V)
+            chunk_loss, nll, lse = _chunk_stats(logits, target[start : start + CHUNK_ROWS], epsilon)
+            loss += chunk_loss.sum()
+            nll_sum += nll.sum()
+            lses.append(lse)
+        ctx.save_for_backward(hidden, weight, target, torch.cat(lses))
+        ctx.epsilon = epsilon
+        ctx.mark_non_differentiable(nll_sum)
+        return loss, nll_sum
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):  # type: ignore[override]
+        hidden, weight, target, lse = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float)
+        for start in range(0, hidden.size(0), CHUNK_ROWS):
+            rows = slice(start, start + CHUNK_ROWS)
+            h = hidden[rows]
+            logits = (h @ weight.t()).float()  # recomputed: cheaper than keeping N x V
+            g = _softmax_minus_q(logits, lse[rows], target[rows], ctx.epsilon).mul_(grad_loss)
+            g = g.to(hidden.dtype)
+            grad_hidden[rows] = g @ weight
+            grad_weight += (g.t() @ h).float()
+        return grad_hidden, grad_weight.to(weight.dtype), None, None
+
+
+def projected_label_smoothed_nll(
+    hidden: Tensor, weight: Tensor, target: Tensor, *, epsilon: float, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    """hidden (B, T, D), output weight (V, D), target (B, T) -> (loss sum, nll sum).
+    Equal to ``label_smoothed_nll(hidden @ weight.T, target)``."""
+    real = (target != ignore_index).flatten()  # (B T,)
+    h = hidden.flatten(0, 1)[real]  # (N, D)
+    return _ProjectedSmoothedCE.apply(h, weight, target.flatten()[real], epsilon)
+
+
+def label_smoothed_nll(
+    logits: Tensor, target: Tensor, *, epsilon: float, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    """logits (B, T, V), target (B, T) -> (smoothed loss sum, nll sum), fp32 scalars (autograd)."""
+    real = (target != ignore_index).flatten()
+    flat = logits.flatten(0, 1)[real].float()  # (N, V)
+    loss, nll, _ = _chunk_stats(flat, target.flatten()[real], epsilon)
+    return loss.sum(), nll.sum().detach()
+
+
+def cross_entropy_reference(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> Tensor:
+    """The same quantity through ``F.cross_entropy`` (used by tests)."""
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), target.flatten(), ignore_index=ignore_index,
+        label_smoothing=epsilon, reduction="sum",
+    )

@@ -1,0 +1,33 @@
+"""Training-curve plot from the metrics history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(history: list[dict[str, Any]], out: Path) -> None:
+    """Train/dev loss on the left, dev BLEU on the right, against updates."""
+    train = [h for h in history if h.get("kind") == "train"]
+    valid = [h for h in history if h.get("kind") == "valid"]
+    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        ax_loss.plot([h["update"] for h in train], [h["loss"] for h in train], label="train loss")
+    if valid:
+        ax_loss.plot([h["update"] for h in valid], [h["loss"] for h in valid], "o-", label="dev loss")
+    ax_loss.set_xlabel("update")
+    ax_loss.set_ylabel("loss (bits/token)")
+    ax_loss.legend()
+    with_bleu = [h for h in valid if "bleu" in h]
+    if with_bleu:
+        ax_bleu.plot([h["update"] for h in with_bleu], [h["bleu"] for h in with_bleu], "o-")
+    ax_bleu.set_xlabel("update")
+    ax_bleu.set_ylabel("dev BLEU")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,206 @@
+"""The training loop: one readable loop that calls small components.
+
+Position in the data is (epoch, batch index); batches of an epoch depend only on the seed and
+the epoch, so a resumed run replays exactly what an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from transduce.config import RunConfig, to_dict
+from transduce.data.batching import Batch, iterate_batches, make_batches
+from transduce.data.tokenizer import PAD
+from transduce.models.transformer import build
+from transduce.train import checkpoint as ckpt
+from transduce.train.corpus import Corpus, load_corpus
+from transduce.train.evaluate import dev_bleu, dev_loss
+from transduce.train.export import export_model
+from transduce.train.loss import projected_label_smoothed_nll
+from transduce.train.runtime import tune_malloc
+from transduce.train.schedule import learning_rate
+
+
+@dataclass
+class Progress:
+    """Everything besides weights and optimizer that a resumed run needs."""
+
+    update: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_score: float = -math.inf
+    bad_evals: int = 0
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, log=print, show_progress: bool = True):
+        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.show_progress = show_progress
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tune_malloc()
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        self.corpus: Corpus = load_corpus(cfg.data, self.run_dir, log)
+        toks = self.corpus.tokenizers
+        self.model = build(cfg.model, len(toks.src), len(toks.tgt), PAD)
+        self.optimizer = self._optimizer()
+        self.state = Progress()
+        self.autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
+                         if cfg.train.precision == "bf16" else nullcontext())
+        if cfg.train.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision: {cfg.train.precision!r} is not fp32 or bf16")
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        if o.name not in kinds:
+            raise ValueError(f"optim.name: unknown optimizer {o.name!r}; choose adam or adamw")
+        return kinds[o.name](self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                             weight_decay=o.weight_decay)
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def save(self, name: str | None = None) -> Path:
+        path = self.ckpt_dir / (name or f"step_{self.state.update}.pt")
+        payload = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
+        }
+        ckpt.atomic_save(payload, path)
+        if name is None:
+            ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest readable step checkpoint; False when there is none."""
+        for path in reversed(ckpt.step_checkpoints(self.ckpt_dir)):
+            try:
+                payload = ckpt.load(path)
+            except Exception as err:  # truncated or corrupt: fall back to an older one
+                self.log(f"warning: skipping unreadable checkpoint {path}: {err}")
+                continue
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.state = Progress(**payload["progress"])
+            torch.set_rng_state(payload["rng"])
+            self.log(f"resumed from {path} at update {self.state.update}")
+            return True
+        return False
+
+    # ---- one update --------------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[list[int]]:
+        c = self.corpus
+        return make_batches([len(s) for s in c.train_src], [len(t) for t in c.train_tgt],
+                            max_tokens=self.cfg.train.max_tokens, seed=self.cfg.train.seed, epoch=epoch)
+
+    def _update(self, group: list[Batch]) -> dict[str, float]:
+        """Forward/backward over ``group`` (gradient accumulation), then one optimizer step."""
+        self.model.train()
+        tokens = sum(b.num_tokens for b in group)
+        loss_sum = nll_sum = 0.0
+        for batch in group:
+            with self.autocast:
+                hidden = self.model.features(batch.src, batch.src_lens, batch.tgt_in)
+            loss, nll = projected_label_smoothed_nll(
+                hidden, self.model.output_weight, batch.tgt_out,
+                epsilon=self.cfg.train.label_smoothing, ignore_index=PAD)
+            (loss / tokens).backward()
+            loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+        lr = learning_rate(self.cfg.optim, self.state.update + 1)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        if self.cfg.train.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.update += 1
+        return {"loss": loss_sum / tokens / math.log(2), "nll": nll_sum / tokens / math.log(2),
+                "lr": lr, "tokens": tokens}
+
+    def _groups(self):
+        """Yield lists of ``update_freq`` batches from the saved position onwards, forever."""
+        t = self.cfg.train
+        while self.state.epoch < t.max_epochs:
+            batches = self._batches(self.state.epoch)
+            group: list[Batch] = []
+            stream = iterate_batches(batches, self.corpus.train_src, self.corpus.train_tgt,
+                                     start=self.state.batch_in_epoch, num_workers=self.cfg.data.num_workers)
+            for batch in stream:
+                group.append(batch)
+                self.state.batch_in_epoch += 1
+                if len(group) == t.update_freq or self.state.batch_in_epoch == len(batches):
+                    yield group
+                    group = []
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+
+    # ---- evaluation and logging --------------------------------------------------------
+    def _record(self, entry: dict[str, Any]) -> None:
+        entry = {"update": self.state.update, **entry}
+        self.state.history.append(entry)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def evaluate(self) -> dict[str, float]:
+        c, t = self.corpus, self.cfg.train
+        result = {"kind": "valid", **dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast)}
+        if t.eval_bleu:
+            result.update(dev_bleu(self.model, c, self.cfg.decode, bf16=t.precision == "bf16"))
+        score = result["bleu"] if t.eval_bleu else -result["nll"]
+        if score > self.state.best_score:
+            self.state.best_score, self.state.bad_evals = score, 0
+            result["best"] = True
+            self.save("best.pt")
+        else:
+            self.state.bad_evals += 1
+        self._record(result)
+        return result
+
+    def fit(self, resume: bool = False) -> Path:
+        """Train until max_updates/max_epochs/patience; export the model; return its folder."""
+        if resume and not self.resume():
+            self.log("no checkpoint to resume from: starting fresh")
+        t = self.cfg.train
+        bar = tqdm(total=t.max_updates, initial=self.state.update, disable=not self.show_progress,
+                   dynamic_ncols=True, desc="train")
+        window_tokens, window_start = 0, time.perf_counter()
+        stop = self.state.update >= t.max_updates
+        for group in ([] if stop else self._groups()):
+            started = time.perf_counter()
+            stats = self._update(group)
+            self.state.train_seconds += time.perf_counter() - started
+            window_tokens += stats["tokens"]
+            bar.update(1)
+            if self.state.update % t.log_every == 0:
+                speed = window_tokens / (time.perf_counter() - window_start)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
+                self._record({"kind": "train", **stats, "tokens_per_s": round(speed),
+                              "epoch": self.state.epoch})
+                window_tokens, window_start = 0, time.perf_counter()
+            if self.state.update % t.eval_every == 0 or self.state.update >= t.max_updates:
+                result = self.evaluate()
+                bar.write(f"update {self.state.update}: " + ", ".join(
+                    f"{k}={v}" for k, v in result.items() if k not in ("kind",) and "signature" not in k))
+                self.save()
+                if t.patience and self.state.bad_evals >= t.patience:
+                    self.log(f"early stop: no dev improvement in {t.patience} evaluations")
+                    break
+            if self.state.update >= t.max_updates:
+                break
+        bar.close()
+        if not (self.ckpt_dir / f"step_{self.state.update}.pt").exists():
+            self.evaluate()
+            self.save()
+        return export_model(self)
