@@ -146,3 +146,62 @@ def to_dict(cfg: RunConfig) -> dict:
         return value
 
     return plain(asdict(cfg))  # type: ignore[return-value]
+
+
+class ConfigError(ValueError):
+    """A recipe that does not fit the dataclasses; the message names the key."""
+
+
+def _coerce(value: object, annotation: str, key: str) -> object:
+    """Check (and gently convert) one YAML value against a field's annotation."""
+    if annotation == "bool":
+        if isinstance(value, bool):
+            return value
+    elif annotation == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation == "str":
+        if isinstance(value, str):
+            return value
+    elif annotation.startswith("tuple[float"):
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return tuple(float(v) for v in value)
+    else:
+        return value
+    raise ConfigError(f"{key}: expected {annotation}, got {type(value).__name__} {value!r}")
+
+
+def section_from_dict(cls: type, data: object, name: str) -> object:
+    from dataclasses import fields
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    values = {k: _coerce(v, str(known[k].type), f"{name}.{k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def from_dict(data: object) -> RunConfig:
+    """Nested dict (as from YAML) -> RunConfig; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
+    return RunConfig(**{name: section_from_dict(cls, data.get(name, {}), name)
+                        for name, cls in SECTIONS.items()})

@@ -45,7 +45,8 @@ class _ProjectedSmoothedCE(torch.autograd.Function):
             loss += chunk_loss.sum()
             nll_sum += nll.sum()
             lses.append(lse)
-        ctx.save_for_backward(hidden, weight, target, torch.cat(lses))
+        lse_all = torch.cat(lses) if lses else hidden.new_zeros(0, dtype=torch.float)  # (N,)
+        ctx.save_for_backward(hidden, weight, target, lse_all)
         ctx.epsilon = epsilon
         ctx.mark_non_differentiable(nll_sum)
         return loss, nll_sum

@@ -1,0 +1,74 @@
+"""Python API: ``Translator.load(DIR).translate([...])``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from transduce.config import DecodeConfig, RunConfig, from_dict
+from transduce.data.tokenizer import PAD
+from transduce.decoding.corpus import search_corpus
+from transduce.decoding.hypothesis import Hypothesis
+from transduce.models.transformer import TransformerSeq2Seq, build
+from transduce.train.corpus import Tokenizers
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder, or a run folder holding one in ``model/``."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    if (path / "model" / "model.safetensors").is_file():
+        return path / "model"
+    raise FileNotFoundError(f"{path}: no model.safetensors here or in {path / 'model'}")
+
+
+def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq, Tokenizers, RunConfig, dict]:
+    folder = resolve_model_dir(path)
+    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
+    toks = Tokenizers.load(folder, cfg.data.joint_vocab)
+    model = build(cfg.model, len(toks.src), len(toks.tgt), PAD)
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    tied = {"decoder.embed.embedding.weight", "decoder.output.weight"}
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{folder}: weights do not match config (missing {missing}, unexpected {unexpected})")
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    return model.eval(), toks, cfg, card
+
+
+class Translator:
+    """A loaded translation model with its tokenizers and default search settings."""
+
+    def __init__(self, model: TransformerSeq2Seq, tokenizers: Tokenizers, config: RunConfig,
+                 card: dict | None = None, device: str = "cpu") -> None:
+        self.model, self.tokenizers, self.config = model.to(device), tokenizers, config
+        self.card = card or {}
+        self.device = device
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> Translator:
+        return cls(*load_model_dir(path), device=device)
+
+    def search(self, sentences: list[str], **overrides: object) -> list[list[Hypothesis]]:
+        """Hypotheses per sentence; ``overrides`` are DecodeConfig fields (beam=, nbest=, ...)."""
+        cfg: DecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
+        ids = self.tokenizers.src.encode([s.strip() for s in sentences])
+        return search_corpus(self.model, ids, cfg, device=self.device)
+
+    def translate(self, sentences: list[str], **overrides: object) -> list[str]:
+        """Detokenized best translation per sentence, in input order; empty in, empty out."""
+        hyps = self.search(sentences, **overrides)
+        return self.tokenizers.tgt.decode([h[0].tokens for h in hyps])
+
+    def translate_nbest(self, sentences: list[str], nbest: int, **overrides: object) -> list[list[tuple[str, float]]]:
+        """The ``nbest`` best (translation, score) pairs per sentence."""
+        beam = max(nbest, int(overrides.pop("beam", self.config.decode.beam)))  # type: ignore[call-overload]
+        hyps = self.search(sentences, beam=beam, nbest=nbest, **overrides)
+        return [[(self.tokenizers.tgt.decode([h.tokens])[0], h.score) for h in row] for row in hyps]
