@@ -203,5 +203,5 @@ def from_dict(data: object) -> RunConfig:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
-    return RunConfig(**{name: section_from_dict(cls, data.get(name, {}), name)
-                        for name, cls in SECTIONS.items()})
+    sections = {name: section_from_dict(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()}
+    return RunConfig(**sections)  # type: ignore[arg-type]

@@ -6,7 +6,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 import yaml
 from safetensors.torch import load_file
 

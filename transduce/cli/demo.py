@@ -22,7 +22,7 @@ def main() -> int:
     card = translator.card
     print(f"model: {model_dir.relative_to(ROOT)} "
           f"(test_2016 BLEU {card.get('test_2016_flickr', {}).get('bleu_tok_lc', '?')}, tokenized lowercased)")
-    for src, out in zip(examples, outputs):
+    for src, out in zip(examples, outputs, strict=False):
         print(f"  en: {src}\n  de: {out}\n")
     print(f"{len(examples)} sentences, beam 5: load {loaded - started:.2f}s, "
           f"translate {done - loaded:.2f}s ({len(examples) / (done - loaded):.1f} sentences/s)")

@@ -57,7 +57,7 @@ def beam_search(
         is_eos = top_tokens == EOS
         # EOS among the first K candidates finishes a hypothesis.
         ends = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
-        divisor = length_penalty(step + 1, len_penalty, len_penalty_style)
+        divisor = float(length_penalty(step + 1, len_penalty, len_penalty_style))
         for i, j in ends:
             sent = int(active[i])
             if len(finished[sent]) < k:

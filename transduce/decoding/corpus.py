@@ -20,12 +20,12 @@ def search_batch(model: StepModel, src_ids: list[list[int]], cfg: DecodeConfig,
     seqs = [ids + [EOS] for ids in src_ids]
     src = pad(seqs).to(device)
     src_lens = torch.tensor([len(s) for s in seqs], device=device)
-    limits = dict(max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b)
     if cfg.beam == 1 and cfg.nbest == 1:
-        return [[h] for h in greedy_search(model, src, src_lens, **limits)]
+        hyps = greedy_search(model, src, src_lens, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b)
+        return [[h] for h in hyps]
     return beam_search(
         model, src, src_lens, beam=cfg.beam, nbest=cfg.nbest, len_penalty=cfg.len_penalty,
-        len_penalty_style=cfg.len_penalty_style, **limits,
+        len_penalty_style=cfg.len_penalty_style, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
     )
 
 
@@ -41,7 +41,7 @@ def search_corpus(
     with torch.inference_mode(), autocast:
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
-            for i, hyps in zip(chunk, search_batch(model, [src_ids[i] for i in chunk], cfg, device)):
+            for i, hyps in zip(chunk, search_batch(model, [src_ids[i] for i in chunk], cfg, device), strict=False):
                 results[i] = hyps
             if progress is not None:
                 progress(len(chunk))

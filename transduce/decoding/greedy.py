@@ -33,7 +33,7 @@ def greedy_search(
         )
         best, tokens = lp.max(dim=-1)
         done = tokens == EOS
-        for row, (sent, tok, score) in enumerate(zip(active.tolist(), tokens.tolist(), best.tolist())):
+        for row, (sent, tok, score) in enumerate(zip(active.tolist(), tokens.tolist(), best.tolist(), strict=False)):
             log_probs[sent] += score
             if not done[row]:
                 outputs[sent].append(tok)
@@ -42,4 +42,4 @@ def greedy_search(
             keep = (~done).nonzero().squeeze(1)
             active, tokens, memory = active[keep], tokens[keep], memory[keep]
             state = state.reorder(keep)
-    return [Hypothesis(out, lp / (len(out) + 1), lp) for out, lp in zip(outputs, log_probs)]
+    return [Hypothesis(out, lp / (len(out) + 1), lp) for out, lp in zip(outputs, log_probs, strict=False)]

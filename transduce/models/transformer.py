@@ -177,7 +177,7 @@ def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 
     def final_norm() -> nn.Module:
         return nn.LayerNorm(cfg.dim) if cfg.pre_norm else nn.Identity()
 
-    layer_args = dict(
+    layer_args: dict = dict(
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
         activation_dropout=cfg.activation_dropout, pre_norm=cfg.pre_norm,
     )

@@ -19,6 +19,7 @@ class SinusoidalPositions(nn.Module):
         table = torch.cat([angles.sin(), angles.cos()], dim=1)
         if dim % 2:
             table = torch.cat([table, torch.zeros(max_len, 1)], dim=1)
+        self.table: Tensor
         self.register_buffer("table", table, persistent=False)  # (L, D)
 
     def forward(self, length: int, offset: int = 0) -> Tensor:

@@ -12,12 +12,13 @@ from transduce.data.batching import iterate_batches, make_batches
 from transduce.data.tokenizer import PAD
 from transduce.decoding.corpus import search_corpus
 from transduce.metrics.bleu import sacre_scores
+from transduce.models.transformer import TransformerSeq2Seq
 from transduce.train.corpus import Corpus
 from transduce.train.loss import projected_label_smoothed_nll
 
 
 @torch.no_grad()
-def dev_loss(model: torch.nn.Module, corpus: Corpus, max_tokens: int, epsilon: float,
+def dev_loss(model: TransformerSeq2Seq, corpus: Corpus, max_tokens: int, epsilon: float,
              autocast: AbstractContextManager) -> dict[str, float]:
     """Label-smoothed loss and NLL per target token (bits), and perplexity, on the dev set."""
     model.eval()
@@ -39,7 +40,7 @@ def dev_loss(model: torch.nn.Module, corpus: Corpus, max_tokens: int, epsilon: f
 
 
 @torch.no_grad()
-def dev_bleu(model: torch.nn.Module, corpus: Corpus, decode: DecodeConfig, *, bf16: bool,
+def dev_bleu(model: TransformerSeq2Seq, corpus: Corpus, decode: DecodeConfig, *, bf16: bool,
              beam: int = 1) -> dict[str, float | str]:
     """Greedy (or ``beam``) decoding of the dev source, detokenized, scored with sacreBLEU."""
     model.eval()
@@ -48,5 +49,5 @@ def dev_bleu(model: torch.nn.Module, corpus: Corpus, decode: DecodeConfig, *, bf
     hyps = search_corpus(model, corpus.valid_src, cfg, bf16=bf16)  # type: ignore[arg-type]
     text = corpus.tokenizers.tgt.decode([h[0].tokens for h in hyps])
     scores = sacre_scores(text, corpus.valid_tgt_text)
-    exact = sum(h == r for h, r in zip(text, corpus.valid_tgt_text)) / len(text)
+    exact = sum(h == r for h, r in zip(text, corpus.valid_tgt_text, strict=False)) / len(text)
     return {**scores, "exact_match": round(100 * exact, 2)}

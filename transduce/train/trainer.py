@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ class Trainer:
         return {"loss": loss_sum / tokens / math.log(2), "nll": nll_sum / tokens / math.log(2),
                 "lr": lr, "tokens": tokens}
 
-    def _groups(self):
+    def _groups(self) -> Iterator[list[Batch]]:
         """Yield lists of ``update_freq`` batches from the saved position onwards, forever."""
         t = self.cfg.train
         while self.state.epoch < t.max_epochs:
@@ -153,9 +154,9 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, Any]:
         c, t = self.corpus, self.cfg.train
-        result = {"kind": "valid", **dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast)}
+        result: dict[str, Any] = {"kind": "valid", **dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast)}
         if t.eval_bleu:
             result.update(dev_bleu(self.model, c, self.cfg.decode, bf16=t.precision == "bf16"))
         score = result["bleu"] if t.eval_bleu else -result["nll"]
@@ -175,7 +176,7 @@ class Trainer:
         t = self.cfg.train
         bar = tqdm(total=t.max_updates, initial=self.state.update, disable=not self.show_progress,
                    dynamic_ncols=True, desc="train")
-        window_tokens, window_start = 0, time.perf_counter()
+        window_tokens, window_start = 0.0, time.perf_counter()
         stop = self.state.update >= t.max_updates
         for group in ([] if stop else self._groups()):
             started = time.perf_counter()
@@ -188,7 +189,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
                 self._record({"kind": "train", **stats, "tokens_per_s": round(speed),
                               "epoch": self.state.epoch})
-                window_tokens, window_start = 0, time.perf_counter()
+                window_tokens, window_start = 0.0, time.perf_counter()
             if self.state.update % t.eval_every == 0 or self.state.update >= t.max_updates:
                 result = self.evaluate()
                 bar.write(f"update {self.state.update}: " + ", ".join(
