@@ -156,7 +156,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         c, t = self.corpus, self.cfg.train
-        result: dict[str, Any] = {"kind": "valid", **dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast)}
+        loss = dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast)
+        result: dict[str, Any] = {"kind": "valid", **loss}
         if t.eval_bleu:
             result.update(dev_bleu(self.model, c, self.cfg.decode, bf16=t.precision == "bf16"))
         score = result["bleu"] if t.eval_bleu else -result["nll"]
