@@ -85,6 +85,8 @@ class TrainConfig:
     """Seed for initialization, shuffling and dropout."""
     threads: int = 0
     """torch intra-op threads (0 = torch default)."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
     log_every: int = 50
     """Updates between log lines in metrics.jsonl."""
     eval_every: int = 500

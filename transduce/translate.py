@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from transduce.config import DecodeConfig, RunConfig, from_dict
 from transduce.data.tokenizer import PAD
@@ -59,7 +60,9 @@ class Translator:
         """Hypotheses per sentence; ``overrides`` are DecodeConfig fields (beam=, nbest=, ...)."""
         cfg: DecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         ids = self.tokenizers.src.encode([s.strip() for s in sentences])
-        return search_corpus(self.model, ids, cfg, device=self.device)
+        # tqdm's disable=None: a bar on terminals only, never in pipes or logs
+        with tqdm(total=len(ids), desc="translate", unit="sent", disable=None, leave=False) as bar:
+            return search_corpus(self.model, ids, cfg, device=self.device, progress=bar.update)
 
     def translate(self, sentences: list[str], **overrides: object) -> list[str]:
         """Detokenized best translation per sentence, in input order; empty in, empty out."""

@@ -28,7 +28,9 @@ def dev_loss(model: TransformerSeq2Seq, corpus: Corpus, max_tokens: int, epsilon
     batches = make_batches([len(s) for s in src], [len(t) for t in tgt], max_tokens=max_tokens,
                            seed=0, epoch=0, shuffle=False)
     loss_sum = nll_sum = tokens = 0.0
+    device = next(model.parameters()).device
     for batch in iterate_batches(batches, src, tgt):
+        batch = batch.to(device)
         with autocast:
             hidden = model.features(batch.src, batch.src_lens, batch.tgt_in)
         loss, nll = projected_label_smoothed_nll(hidden, model.output_weight, batch.tgt_out,
@@ -46,7 +48,8 @@ def dev_bleu(model: TransformerSeq2Seq, corpus: Corpus, decode: DecodeConfig, *,
     model.eval()
     cfg = DecodeConfig(beam=beam, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b,
                        len_penalty=decode.len_penalty, batch_size=128)
-    hyps = search_corpus(model, corpus.valid_src, cfg, bf16=bf16)  # type: ignore[arg-type]
+    device = next(model.parameters()).device
+    hyps = search_corpus(model, corpus.valid_src, cfg, bf16=bf16, device=device)  # type: ignore[arg-type]
     text = corpus.tokenizers.tgt.decode([h[0].tokens for h in hyps])
     scores = sacre_scores(text, corpus.valid_tgt_text)
     exact = sum(h == r for h, r in zip(text, corpus.valid_tgt_text, strict=False)) / len(text)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def save_weights(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype = torch.float32) -> None:
     """Safetensors needs distinct storage per tensor: tied weights are stored once each."""
-    tensors = {k: v.detach().to(dtype).contiguous().clone() for k, v in state.items()}
+    tensors = {k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in state.items()}
     save_file(tensors, str(path))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transduce.config import OptimConfig
+from transduce.config import ConfigError, OptimConfig
 
 
 def learning_rate(cfg: OptimConfig, update: int) -> float:
@@ -14,4 +14,4 @@ def learning_rate(cfg: OptimConfig, update: int) -> float:
         return cfg.lr * (max(cfg.warmup, 1) / max(update, 1)) ** 0.5
     if cfg.schedule == "constant":
         return cfg.lr
-    raise ValueError(f"optim.schedule: unknown schedule {cfg.schedule!r} (inverse_sqrt, constant)")
+    raise ConfigError(f"optim.schedule: unknown schedule {cfg.schedule!r} (inverse_sqrt, constant)")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from transduce.config import RunConfig, to_dict
+from transduce.config import ConfigError, RunConfig, to_dict
 from transduce.data.batching import Batch, iterate_batches, make_batches
 from transduce.data.tokenizer import PAD
 from transduce.models.transformer import build
@@ -44,10 +44,25 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return device
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, log=print, show_progress: bool = True):
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
         self.show_progress = show_progress
+        if cfg.train.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision: {cfg.train.precision!r} is not fp32 or bf16")
+        learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
+        self.device = resolve_device(cfg.train.device)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                         if cfg.train.precision == "bf16" else nullcontext())
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         tune_malloc()
@@ -56,19 +71,18 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.corpus: Corpus = load_corpus(cfg.data, self.run_dir, log)
         toks = self.corpus.tokenizers
-        self.model = build(cfg.model, len(toks.src), len(toks.tgt), PAD)
+        try:
+            self.model = build(cfg.model, len(toks.src), len(toks.tgt), PAD).to(self.device)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
         self.optimizer = self._optimizer()
         self.state = Progress()
-        self.autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
-                         if cfg.train.precision == "bf16" else nullcontext())
-        if cfg.train.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision: {cfg.train.precision!r} is not fp32 or bf16")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
         kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         if o.name not in kinds:
-            raise ValueError(f"optim.name: unknown optimizer {o.name!r}; choose adam or adamw")
+            raise ConfigError(f"optim.name: unknown optimizer {o.name!r}; choose adam or adamw")
         return kinds[o.name](self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                              weight_decay=o.weight_decay)
 
@@ -78,6 +92,7 @@ class Trainer:
         payload = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
         ckpt.atomic_save(payload, path)
         if name is None:
@@ -96,6 +111,8 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer"])
             self.state = Progress(**payload["progress"])
             torch.set_rng_state(payload["rng"])
+            if self.device.type == "cuda" and payload.get("cuda_rng"):
+                torch.cuda.set_rng_state_all(payload["cuda_rng"])
             self.log(f"resumed from {path} at update {self.state.update}")
             return True
         return False
@@ -112,6 +129,7 @@ class Trainer:
         tokens = sum(b.num_tokens for b in group)
         loss_sum = nll_sum = 0.0
         for batch in group:
+            batch = batch.to(self.device)
             with self.autocast:
                 hidden = self.model.features(batch.src, batch.src_lens, batch.tgt_in)
             loss, nll = projected_label_smoothed_nll(
