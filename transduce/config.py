@@ -97,6 +97,8 @@ class TrainConfig:
     """Step checkpoints kept on disk (the best is kept apart)."""
     patience: int = 0
     """Stop after this many evaluations without dev improvement (0 = never)."""
+    max_nonfinite: int = 10
+    """Stop when the loss is NaN/inf for this many updates in a row (each such batch is skipped)."""
     average_last: int = 0
     """At the end, export the average of the last N checkpoints instead of the best (0 = best)."""
 

@@ -34,7 +34,8 @@ def train(args: argparse.Namespace) -> int:
 
     cfg = load_recipe(args.recipe, args.overrides)
     out = Trainer(cfg, args.out, show_progress=not args.no_progress).fit(resume=args.resume)
-    print(f"done: model in {out}")
+    if out is not None:
+        print(f"done: model in {out}")
     return 0
 
 

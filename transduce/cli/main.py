@@ -8,8 +8,9 @@ import sys
 from transduce.cli import commands
 from transduce.config import ConfigError
 from transduce.data.text import DataError
+from transduce.train.trainer import TrainingError
 
-USER_ERRORS = (ConfigError, DataError, FileNotFoundError, commands.UsageError)
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError, commands.UsageError, TrainingError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,32 @@ def load(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def write_latest(folder: str | Path, name: str) -> None:
+    """Point ``folder/latest`` at checkpoint ``name`` (atomically, after the checkpoint exists).
+
+    For tools and people; resuming itself tries step checkpoints newest first, which is also
+    right after a crash between writing a checkpoint and moving the pointer."""
+    folder = Path(folder)
+    tmp = folder / ".latest.tmp"
+    with open(tmp, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / "latest")
+
+
+REQUIRED_KEYS = ("model", "optimizer", "progress", "rng", "config")
+
+
+def load_verified(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint and check it has everything a resume needs."""
+    payload = load(path)
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    return payload
+
+
 def step_checkpoints(folder: str | Path) -> list[Path]:
     """``step_N.pt`` files in ``folder``, oldest first."""
     folder = Path(folder)

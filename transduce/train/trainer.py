@@ -26,6 +26,7 @@ from transduce.train import checkpoint as ckpt
 from transduce.train.corpus import Corpus, load_corpus
 from transduce.train.evaluate import dev_bleu, dev_loss
 from transduce.train.export import export_model
+from transduce.train.interrupt import GracefulStop
 from transduce.train.loss import projected_label_smoothed_nll
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
@@ -41,6 +42,7 @@ class Progress:
     best_score: float = -math.inf
     bad_evals: int = 0
     train_seconds: float = 0.0
+    skipped_nonfinite: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -51,6 +53,15 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
     return device
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss keeps being NaN/inf)."""
+
+
+def _get(tree: dict[str, Any], dotted: str) -> object:
+    section, key = dotted.split(".")
+    return tree.get(section, {}).get(key)
 
 
 class Trainer:
@@ -77,6 +88,7 @@ class Trainer:
             raise ConfigError(f"model: {err}") from None
         self.optimizer = self._optimizer()
         self.state = Progress()
+        self._bad_in_a_row = 0
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -96,6 +108,7 @@ class Trainer:
         }
         ckpt.atomic_save(payload, path)
         if name is None:
+            ckpt.write_latest(self.ckpt_dir, path.name)
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
         return path
 
@@ -103,10 +116,11 @@ class Trainer:
         """Load the newest readable step checkpoint; False when there is none."""
         for path in reversed(ckpt.step_checkpoints(self.ckpt_dir)):
             try:
-                payload = ckpt.load(path)
+                payload = ckpt.load_verified(path)
             except Exception as err:  # truncated or corrupt: fall back to an older one
                 self.log(f"warning: skipping unreadable checkpoint {path}: {err}")
                 continue
+            self._check_compatible(payload["config"], path)
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
             self.state = Progress(**payload["progress"])
@@ -116,6 +130,16 @@ class Trainer:
             self.log(f"resumed from {path} at update {self.state.update}")
             return True
         return False
+
+    def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
+        """The recipe may change the schedule or the budget, not the model or its vocabulary."""
+        now = to_dict(self.cfg)
+        keys = [f"model.{k}" for k in now["model"] if saved.get("model", {}).get(k) != now["model"][k]]
+        keys += [f"data.{k}" for k in ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "joint_vocab")
+                 if saved.get("data", {}).get(k) != now["data"][k]]
+        if keys:
+            detail = ", ".join(f"{k}: {_get(saved, k)!r} in checkpoint, {_get(now, k)!r} now" for k in keys)
+            raise ConfigError(f"{path} was trained with another configuration ({detail})")
 
     # ---- one update --------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -137,6 +161,9 @@ class Trainer:
                 epsilon=self.cfg.train.label_smoothing, ignore_index=PAD)
             (loss / tokens).backward()
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+        if not math.isfinite(loss_sum):
+            return self._skip_nonfinite(loss_sum)
+        self._bad_in_a_row = 0
         lr = learning_rate(self.cfg.optim, self.state.update + 1)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -147,6 +174,19 @@ class Trainer:
         self.state.update += 1
         return {"loss": loss_sum / tokens / math.log(2), "nll": nll_sum / tokens / math.log(2),
                 "lr": lr, "tokens": tokens}
+
+    def _skip_nonfinite(self, loss: float) -> dict[str, float]:
+        """Drop this update's gradients; stop after ``train.max_nonfinite`` in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.skipped_nonfinite += 1
+        self._bad_in_a_row += 1
+        limit = self.cfg.train.max_nonfinite
+        self.log(f"warning: loss {loss} at update {self.state.update + 1}: batch skipped "
+                 f"({self._bad_in_a_row} in a row, {self.state.skipped_nonfinite} in all)")
+        if self._bad_in_a_row >= limit:
+            raise TrainingError(f"the loss was not finite for {limit} updates in a row; lower optim.lr, "
+                                f"set train.clip_norm, or resume from an earlier checkpoint")
+        return {}
 
     def _groups(self) -> Iterator[list[Batch]]:
         """Yield lists of ``update_freq`` batches from the saved position onwards, forever."""
@@ -188,37 +228,54 @@ class Trainer:
         self._record(result)
         return result
 
-    def fit(self, resume: bool = False) -> Path:
-        """Train until max_updates/max_epochs/patience; export the model; return its folder."""
+    def _log_step(self, stats: dict[str, float], speed: float, bar: tqdm) -> None:
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
+        self._record({"kind": "train", **stats, "tokens_per_s": round(speed), "epoch": self.state.epoch,
+                      "skipped_nonfinite": self.state.skipped_nonfinite})
+
+    def _checkpoint_and_maybe_stop(self, bar: tqdm) -> bool:
+        """Evaluate, save; True when early stopping says to stop."""
+        result = self.evaluate()
+        bar.write(f"update {self.state.update}: " + ", ".join(
+            f"{k}={v}" for k, v in result.items() if k != "kind" and "signature" not in k))
+        self.save()
+        t = self.cfg.train
+        if t.patience and self.state.bad_evals >= t.patience:
+            self.log(f"early stop: no dev improvement in {t.patience} evaluations")
+            return True
+        return False
+
+    def fit(self, resume: bool = False) -> Path | None:
+        """Train until max_updates/max_epochs/patience, then export the model and return its
+        folder. On SIGINT/SIGTERM: finish the update, checkpoint, return None."""
         if resume and not self.resume():
             self.log("no checkpoint to resume from: starting fresh")
         t = self.cfg.train
         bar = tqdm(total=t.max_updates, initial=self.state.update, disable=not self.show_progress,
                    dynamic_ncols=True, desc="train")
         window_tokens, window_start = 0.0, time.perf_counter()
-        stop = self.state.update >= t.max_updates
-        for group in ([] if stop else self._groups()):
-            started = time.perf_counter()
-            stats = self._update(group)
-            self.state.train_seconds += time.perf_counter() - started
-            window_tokens += stats["tokens"]
-            bar.update(1)
-            if self.state.update % t.log_every == 0:
-                speed = window_tokens / (time.perf_counter() - window_start)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
-                self._record({"kind": "train", **stats, "tokens_per_s": round(speed),
-                              "epoch": self.state.epoch})
-                window_tokens, window_start = 0.0, time.perf_counter()
-            if self.state.update % t.eval_every == 0 or self.state.update >= t.max_updates:
-                result = self.evaluate()
-                bar.write(f"update {self.state.update}: " + ", ".join(
-                    f"{k}={v}" for k, v in result.items() if k not in ("kind",) and "signature" not in k))
-                self.save()
-                if t.patience and self.state.bad_evals >= t.patience:
-                    self.log(f"early stop: no dev improvement in {t.patience} evaluations")
-                    break
-            if self.state.update >= t.max_updates:
-                break
+        with GracefulStop() as stop:
+            for group in ([] if self.state.update >= t.max_updates else self._groups()):
+                started = time.perf_counter()
+                stats = self._update(group)
+                self.state.train_seconds += time.perf_counter() - started
+                if stats:
+                    window_tokens += stats["tokens"]
+                    bar.update(1)
+                    if self.state.update % t.log_every == 0:
+                        self._log_step(stats, window_tokens / (time.perf_counter() - window_start), bar)
+                        window_tokens, window_start = 0.0, time.perf_counter()
+                    done = self.state.update >= t.max_updates
+                    if (self.state.update % t.eval_every == 0 or done) and self._checkpoint_and_maybe_stop(bar):
+                        break
+                    if done:
+                        break
+                if stop.requested:
+                    path = self.save()
+                    bar.close()
+                    self.log(f"{stop.requested}: stopped after update {self.state.update}, checkpoint {path}; "
+                             f"continue with the same command and --resume")
+                    return None
         bar.close()
         if not (self.ckpt_dir / f"step_{self.state.update}.pt").exists():
             self.evaluate()
