@@ -11,6 +11,9 @@ allocating them whole costs more than the arithmetic.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -75,6 +78,23 @@ def projected_label_smoothed_nll(
     real = (target != ignore_index).flatten()  # (B T,)
     h = hidden.flatten(0, 1)[real]  # (N, D)
     return _ProjectedSmoothedCE.apply(h, weight, target.flatten()[real], epsilon)
+
+
+class SequenceLoss(torch.nn.Module):
+    """A model and its training loss as one module, so that DDP sees the whole computation in
+    ``forward``: (src, src_lens, tgt_in, tgt_out) -> (loss sum, nll sum)."""
+
+    def __init__(self, model: Any, *, epsilon: float, ignore_index: int,
+                 autocast: Any = None) -> None:
+        super().__init__()
+        self.model, self.epsilon, self.ignore_index = model, epsilon, ignore_index
+        self.autocast = autocast if autocast is not None else nullcontext()
+
+    def forward(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
+        with self.autocast:
+            hidden = self.model.features(src, src_lens, tgt_in)  # (B, T, D)
+        return projected_label_smoothed_nll(hidden, self.model.output_weight, tgt_out,
+                                            epsilon=self.epsilon, ignore_index=self.ignore_index)
 
 
 def label_smoothed_nll(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from transduce.config import ConfigError, RunConfig, to_dict
@@ -24,10 +25,11 @@ from transduce.data.tokenizer import PAD
 from transduce.models.transformer import build
 from transduce.train import checkpoint as ckpt
 from transduce.train.corpus import Corpus, load_corpus
+from transduce.train.distributed import init_distributed
 from transduce.train.evaluate import dev_bleu, dev_loss
 from transduce.train.export import export_model
 from transduce.train.interrupt import GracefulStop
-from transduce.train.loss import projected_label_smoothed_nll
+from transduce.train.loss import SequenceLoss
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
 
@@ -55,6 +57,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss keeps being NaN/inf)."""
 
@@ -66,12 +72,17 @@ def _get(tree: dict[str, Any], dotted: str) -> object:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, log=print, show_progress: bool = True):
-        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
-        self.show_progress = show_progress
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         if cfg.train.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train.precision: {cfg.train.precision!r} is not fp32 or bf16")
         learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
         self.device = resolve_device(cfg.train.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.log = log if self.dist.is_main else _quiet  # only rank 0 talks, draws and writes
+        self.show_progress = show_progress and self.dist.is_main
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.train.precision == "bf16" else nullcontext())
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -80,7 +91,11 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
-        self.corpus: Corpus = load_corpus(cfg.data, self.run_dir, log)
+        if not self.dist.is_main:
+            self.dist.barrier()  # rank 0 trains the tokenizer first
+        self.corpus: Corpus = load_corpus(cfg.data, self.run_dir, self.log)
+        if self.dist.is_main:
+            self.dist.barrier()
         toks = self.corpus.tokenizers
         try:
             self.model = build(cfg.model, len(toks.src), len(toks.tgt), PAD).to(self.device)
@@ -89,6 +104,12 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.state = Progress()
         self._bad_in_a_row = 0
+        self.step_module: torch.nn.Module = SequenceLoss(
+            self.model, epsilon=cfg.train.label_smoothing, ignore_index=PAD, autocast=self.autocast)
+        if self.dist.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
+            torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)  # distinct dropout per rank
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -100,7 +121,11 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------
     def save(self, name: str | None = None) -> Path:
+        """Rank 0 writes (atomically); every rank waits until the file exists."""
         path = self.ckpt_dir / (name or f"step_{self.state.update}.pt")
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return path
         payload = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
@@ -110,6 +135,7 @@ class Trainer:
         if name is None:
             ckpt.write_latest(self.ckpt_dir, path.name)
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
+        self.dist.barrier()
         return path
 
     def resume(self) -> bool:
@@ -149,18 +175,20 @@ class Trainer:
 
     def _update(self, group: list[Batch]) -> dict[str, float]:
         """Forward/backward over ``group`` (gradient accumulation), then one optimizer step."""
-        self.model.train()
-        tokens = sum(b.num_tokens for b in group)
+        self.step_module.train()
+        tokens = sum(b.num_tokens for b in group)  # the whole global group, known to every rank
+        mine = self.dist.shard(group)
         loss_sum = nll_sum = 0.0
-        for batch in group:
-            batch = batch.to(self.device)
-            with self.autocast:
-                hidden = self.model.features(batch.src, batch.src_lens, batch.tgt_in)
-            loss, nll = projected_label_smoothed_nll(
-                hidden, self.model.output_weight, batch.tgt_out,
-                epsilon=self.cfg.train.label_smoothing, ignore_index=PAD)
-            (loss / tokens).backward()
+        for i, batch in enumerate(mine):
+            last = i == len(mine) - 1
+            no_sync = self.step_module.no_sync() if self.dist.active and not last else nullcontext()  # type: ignore[operator]
+            with no_sync:
+                batch = batch.to(self.device)
+                loss, nll = self.step_module(batch.src, batch.src_lens, batch.tgt_in, batch.tgt_out)
+                # DDP averages gradients over ranks: scale by W so the result is sum / tokens
+                (loss * self.dist.world / tokens).backward()
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+        loss_sum, nll_sum = self.dist.sum([loss_sum, nll_sum], self.device)
         if not math.isfinite(loss_sum):
             return self._skip_nonfinite(loss_sum)
         self._bad_in_a_row = 0
@@ -190,16 +218,18 @@ class Trainer:
 
     def _groups(self) -> Iterator[list[Batch]]:
         """Yield lists of ``update_freq`` batches from the saved position onwards, forever."""
-        t = self.cfg.train
+        t, world = self.cfg.train, self.dist.world
+        size = -(-t.update_freq // world) * world  # a multiple of the world size
         while self.state.epoch < t.max_epochs:
             batches = self._batches(self.state.epoch)
+            usable = len(batches) - (len(batches) - self.state.batch_in_epoch) % world  # drop < W at the end
             group: list[Batch] = []
-            stream = iterate_batches(batches, self.corpus.train_src, self.corpus.train_tgt,
+            stream = iterate_batches(batches[:usable], self.corpus.train_src, self.corpus.train_tgt,
                                      start=self.state.batch_in_epoch, num_workers=self.cfg.data.num_workers)
             for batch in stream:
                 group.append(batch)
                 self.state.batch_in_epoch += 1
-                if len(group) == t.update_freq or self.state.batch_in_epoch == len(batches):
+                if len(group) == size or self.state.batch_in_epoch == usable:
                     yield group
                     group = []
             self.state.epoch += 1
@@ -209,15 +239,17 @@ class Trainer:
     def _record(self, entry: dict[str, Any]) -> None:
         entry = {"update": self.state.update, **entry}
         self.state.history.append(entry)
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def evaluate(self) -> dict[str, Any]:
         c, t = self.corpus, self.cfg.train
-        loss = dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast)
+        loss = dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast, dist=self.dist)
         result: dict[str, Any] = {"kind": "valid", **loss}
         if t.eval_bleu:
-            result.update(dev_bleu(self.model, c, self.cfg.decode, bf16=t.precision == "bf16"))
+            result.update(dev_bleu(self.model, c, self.cfg.decode, bf16=t.precision == "bf16", dist=self.dist))
         score = result["bleu"] if t.eval_bleu else -result["nll"]
         if score > self.state.best_score:
             self.state.best_score, self.state.bad_evals = score, 0
@@ -270,14 +302,23 @@ class Trainer:
                         break
                     if done:
                         break
-                if stop.requested:
+                if self._stop_everywhere(stop.requested is not None):
                     path = self.save()
                     bar.close()
-                    self.log(f"{stop.requested}: stopped after update {self.state.update}, checkpoint {path}; "
+                    self.log(f"{stop.requested or 'signal'}: stopped after update {self.state.update}, "
+                             f"checkpoint {path}; "
                              f"continue with the same command and --resume")
                     return None
         bar.close()
         if not (self.ckpt_dir / f"step_{self.state.update}.pt").exists():
             self.evaluate()
             self.save()
-        return export_model(self)
+        out = export_model(self) if self.dist.is_main else self.run_dir / "model"
+        self.dist.barrier()
+        return out
+
+    def _stop_everywhere(self, requested: bool) -> bool:
+        """A signal may reach ranks at different updates: stop together when any rank saw one."""
+        if not self.dist.active:
+            return requested
+        return self.dist.sum([float(requested)], self.device)[0] > 0
