@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import transduce.train.trainer as trainer_module
+import transduce.train.loss as loss_module
 from transduce.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig
 from transduce.data.toy import write_toy
 from transduce.models.transformer import TransformerConfig
@@ -92,7 +92,7 @@ def test_sigkill_during_write_leaves_a_loadable_checkpoint(tmp_path: Path) -> No
 
 def test_nonfinite_loss_is_skipped_then_stops(tmp_path: Path, data: Path, monkeypatch) -> None:
     trainer = Trainer(config(data), tmp_path / "run", log=quiet, show_progress=False)
-    real = trainer_module.projected_label_smoothed_nll
+    real = loss_module.projected_label_smoothed_nll
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -100,7 +100,7 @@ def test_nonfinite_loss_is_skipped_then_stops(tmp_path: Path, data: Path, monkey
         calls["n"] += 1
         return (loss * float("nan"), nll) if calls["n"] == 2 else (loss, nll)
 
-    monkeypatch.setattr(trainer_module, "projected_label_smoothed_nll", poisoned)
+    monkeypatch.setattr(loss_module, "projected_label_smoothed_nll", poisoned)
     groups = trainer._groups()
     trainer._update(next(groups))
     before = [p.detach().clone() for p in trainer.model.parameters()]
@@ -110,7 +110,7 @@ def test_nonfinite_loss_is_skipped_then_stops(tmp_path: Path, data: Path, monkey
     trainer._update(next(groups))
     assert trainer.state.update == 2
 
-    monkeypatch.setattr(trainer_module, "projected_label_smoothed_nll",
+    monkeypatch.setattr(loss_module, "projected_label_smoothed_nll",
                         lambda *a, **k: (lambda loss, nll: (loss * float("nan"), nll))(*real(*a, **k)))
     with pytest.raises(TrainingError, match="not finite for 3 updates in a row"):
         for _ in range(3):

@@ -8,10 +8,10 @@ from transduce.config import ConfigError, OptimConfig
 def learning_rate(cfg: OptimConfig, update: int) -> float:
     """Linear warmup from ``warmup_init_lr`` to ``lr``, then inverse square root (fairseq) or
     constant."""
+    if cfg.schedule not in ("inverse_sqrt", "constant"):
+        raise ConfigError(f"optim.schedule: unknown schedule {cfg.schedule!r} (inverse_sqrt, constant)")
     if cfg.warmup > 0 and update < cfg.warmup:
         return cfg.warmup_init_lr + (cfg.lr - cfg.warmup_init_lr) * update / cfg.warmup
     if cfg.schedule == "inverse_sqrt":
         return cfg.lr * (max(cfg.warmup, 1) / max(update, 1)) ** 0.5
-    if cfg.schedule == "constant":
-        return cfg.lr
-    raise ConfigError(f"optim.schedule: unknown schedule {cfg.schedule!r} (inverse_sqrt, constant)")
+    return cfg.lr
