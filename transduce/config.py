@@ -87,6 +87,8 @@ class TrainConfig:
     """torch intra-op threads (0 = torch default)."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (replicated model) or fsdp (FSDP2 sharding, sharded checkpoints)."""
     log_every: int = 50
     """Updates between log lines in metrics.jsonl."""
     eval_every: int = 500

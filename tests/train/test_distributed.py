@@ -18,12 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes" / "tiny-copy.yaml")
 
 
-def train(run: Path, data: Path, updates: int, *, procs: int = 1, resume: bool = False) -> None:
+def train(run: Path, data: Path, updates: int, *, procs: int = 1, resume: bool = False,
+          parallel: str = "ddp") -> None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
     cmd = [*(launcher if procs > 1 else [sys.executable]), "-m", "transduce", "train", RECIPE, "--out", str(run),
            "--no-progress", "--set", f"data.dir={data}", "--set", f"train.max_updates={updates}",
            "--set", "train.update_freq=2", "--set", "train.max_tokens=512", "--set", "train.eval_every=2",
-           "--set", "train.eval_bleu=false", "--set", "train.threads=1"]
+           "--set", "train.eval_bleu=false", "--set", "train.threads=1",
+           "--set", f"train.parallel={parallel}"]
     if resume:
         cmd.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -31,8 +33,15 @@ def train(run: Path, data: Path, updates: int, *, procs: int = 1, resume: bool =
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def checkpoint(run: Path, update: int) -> dict:
+    """step_N.pt or the sharded step_N/ folder, gathered."""
+    folder = run / "checkpoints"
+    path = folder / f"step_{update}" if (folder / f"step_{update}").is_dir() else folder / f"step_{update}.pt"
+    return ckpt.load(path)
+
+
 def weights(run: Path, update: int) -> dict[str, torch.Tensor]:
-    return ckpt.load(run / "checkpoints" / f"step_{update}.pt")["model"]
+    return checkpoint(run, update)["model"]
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -56,8 +65,8 @@ def single(tmp_path_factory, data: Path) -> Path:
 def test_ddp_equals_single_process(tmp_path: Path, data: Path, single: Path) -> None:
     train(tmp_path / "ddp", data, 4, procs=2)
     assert_close(weights(tmp_path / "ddp", 4), weights(single, 4))
-    progress = ckpt.load(tmp_path / "ddp" / "checkpoints" / "step_4.pt")["progress"]
-    assert progress["batch_in_epoch"] == ckpt.load(single / "checkpoints" / "step_4.pt")["progress"]["batch_in_epoch"]
+    progress = checkpoint(tmp_path / "ddp", 4)["progress"]
+    assert progress["batch_in_epoch"] == checkpoint(single, 4)["progress"]["batch_in_epoch"]
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"valid"' in line]) == 2  # written once, by rank 0
 
@@ -66,4 +75,14 @@ def test_resume_on_another_world_size(tmp_path: Path, data: Path, single: Path) 
     run = tmp_path / "run"
     train(run, data, 2, procs=2)
     train(run, data, 4, procs=1, resume=True)
+    assert_close(weights(run, 4), weights(single, 4))
+
+
+def test_fsdp_equals_single_and_resumes_on_one_rank(tmp_path: Path, data: Path, single: Path) -> None:
+    run = tmp_path / "fsdp"
+    train(run, data, 2, procs=2, parallel="fsdp")
+    assert (run / "checkpoints" / "step_2").is_dir()  # a torch.distributed.checkpoint folder
+    saved = checkpoint(run, 2)
+    assert_close(saved["model"], weights(single, 2))
+    train(run, data, 4, procs=1, resume=True)  # 2 ranks -> 1 rank
     assert_close(weights(run, 4), weights(single, 4))

@@ -1,15 +1,23 @@
-"""Atomic checkpoints of plain tensors and types (loadable with ``weights_only=True``)."""
+"""Atomic checkpoints of plain tensors and types (loadable with ``weights_only=True``).
+
+Two layouts: ``step_N.pt`` (one file, written by rank 0) and ``step_N/`` (a
+``torch.distributed.checkpoint`` folder written by every rank of a sharded run, plus
+``extra.pt``). ``load`` reads either into one plain dict, so averaging, exporting and resuming
+on any number of ranks do not care which layout a run used."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
+CKPT_RE = re.compile(r"^step_(\d+)(\.pt)?$")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -29,7 +37,41 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint file, or a sharded checkpoint folder gathered into one dict (no process
+    group needed)."""
+    path = Path(path)
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    if not (path / "extra.pt").is_file():
+        raise ValueError(f"{path}: incomplete sharded checkpoint (no extra.pt)")
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(path, Path(tmp) / "full.pt")
+        state = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    return {**state, **torch.load(path / "extra.pt", map_location="cpu", weights_only=True)}
+
+
+def save_sharded(state: dict[str, Any], extras: dict[str, Any], path: Path, *, is_main: bool,
+                 barrier: Callable[[], None]) -> None:
+    """Collective: every rank writes its shards into a temporary folder, rank 0 adds ``extras``
+    and renames the folder into place (a reader sees the old checkpoint or the whole new one)."""
+    import torch.distributed.checkpoint as dcp
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    if is_main and tmp.exists():
+        shutil.rmtree(tmp)
+    barrier()
+    dcp.save(state, checkpoint_id=str(tmp))
+    if is_main:
+        atomic_save(extras, tmp / "extra.pt")
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    barrier()
 
 
 def write_latest(folder: str | Path, name: str) -> None:
@@ -59,18 +101,22 @@ def load_verified(path: str | Path) -> dict[str, Any]:
 
 
 def step_checkpoints(folder: str | Path) -> list[Path]:
-    """``step_N.pt`` files in ``folder``, oldest first."""
+    """``step_N.pt`` files and ``step_N/`` sharded folders in ``folder``, oldest first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := CKPT_RE.match(p.name)) and (p.is_dir() != bool(m.group(2)))]
     return [p for _, p in sorted(found)]
 
 
 def prune(folder: str | Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` step checkpoints."""
     for path in step_checkpoints(folder)[: -keep_last or None] if keep_last > 0 else []:
-        path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def average(paths: list[Path]) -> dict[str, torch.Tensor]:

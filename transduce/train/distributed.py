@@ -70,6 +70,25 @@ def init_distributed(device_type: str) -> DistContext:
     return ctx
 
 
+def wrap_for_parallel(module: torch.nn.Module, ctx: DistContext, kind: str,
+                      device: torch.device) -> torch.nn.Module:
+    """``module`` as is (one process), under DDP, or sharded with FSDP2 (``fully_shard`` on each
+    encoder/decoder layer, then on the whole): parameters, gradients and optimizer state are
+    split over ranks and gathered layer by layer."""
+    if not ctx.active:
+        return module
+    if kind == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in [*module.model.encoder.layers, *module.model.decoder.layers]:  # type: ignore[union-attr,misc]
+            fully_shard(layer)
+        fully_shard(module)
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def unshard(parts: list[list[T]], total: int) -> list[T]:
     """Inverse of ``shard`` over all ranks: interleave rank lists back into one of ``total``."""
     out: list[T] = []

@@ -45,8 +45,8 @@ def export_model(trainer: Trainer) -> Path:
         paths = ckpt.step_checkpoints(trainer.ckpt_dir)[-t.average_last :]
         weights, source = ckpt.average(paths), f"average of {len(paths)} last checkpoints"
     else:
-        best = trainer.ckpt_dir / "best.pt"
-        path = best if best.exists() else ckpt.step_checkpoints(trainer.ckpt_dir)[-1]
+        bests = [p for p in (trainer.ckpt_dir / "best.pt", trainer.ckpt_dir / "best") if p.exists()]
+        path = bests[0] if bests else ckpt.step_checkpoints(trainer.ckpt_dir)[-1]
         weights, source = ckpt.load(path)["model"], path.name
     s = trainer.state
     card = {"updates": s.update, "epochs": s.epoch, "train_seconds": round(s.train_seconds),

@@ -16,16 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 from tqdm import tqdm
 
 from transduce.config import ConfigError, RunConfig, to_dict
 from transduce.data.batching import Batch, iterate_batches, make_batches
 from transduce.data.tokenizer import PAD
-from transduce.models.transformer import build
+from transduce.models.transformer import TransformerSeq2Seq, build
 from transduce.train import checkpoint as ckpt
 from transduce.train.corpus import Corpus, load_corpus
-from transduce.train.distributed import init_distributed
+from transduce.train.distributed import init_distributed, wrap_for_parallel
 from transduce.train.evaluate import dev_bleu, dev_loss
 from transduce.train.export import export_model
 from transduce.train.interrupt import GracefulStop
@@ -73,6 +78,8 @@ def _get(tree: dict[str, Any], dotted: str) -> object:
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, log=print, show_progress: bool = True):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        if cfg.train.parallel not in ("ddp", "fsdp"):
+            raise ConfigError(f"train.parallel: {cfg.train.parallel!r} is not ddp or fsdp")
         if cfg.train.precision not in ("fp32", "bf16"):
             raise ConfigError(f"train.precision: {cfg.train.precision!r} is not fp32 or bf16")
         learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
@@ -101,14 +108,15 @@ class Trainer:
             self.model = build(cfg.model, len(toks.src), len(toks.tgt), PAD).to(self.device)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
-        self.optimizer = self._optimizer()
         self.state = Progress()
         self._bad_in_a_row = 0
-        self.step_module: torch.nn.Module = SequenceLoss(
-            self.model, epsilon=cfg.train.label_smoothing, ignore_index=PAD, autocast=self.autocast)
+        self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
+        self._eval_copy: TransformerSeq2Seq | None = None
+        self.step_module = wrap_for_parallel(
+            SequenceLoss(self.model, epsilon=cfg.train.label_smoothing, ignore_index=PAD, autocast=self.autocast),
+            self.dist, cfg.train.parallel, self.device)
+        self.optimizer = self._optimizer()  # after sharding: FSDP replaces parameters by DTensors
         if self.dist.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)  # distinct dropout per rank
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -121,18 +129,22 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------
     def save(self, name: str | None = None) -> Path:
-        """Rank 0 writes (atomically); every rank waits until the file exists."""
-        path = self.ckpt_dir / (name or f"step_{self.state.update}.pt")
-        if not self.dist.is_main:
-            self.dist.barrier()
-            return path
-        payload = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-        }
-        ckpt.atomic_save(payload, path)
-        if name is None:
+        """Write ``step_N`` (or ``name``): one file from rank 0, or, when sharded, a
+        torch.distributed.checkpoint folder from all ranks. Every rank returns once it exists.
+        Weights and optimizer state are keyed by parameter name, so any world size can load them."""
+        stem = name or f"step_{self.state.update}"
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)  # collective if sharded
+        extras = {"progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
+                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}
+        if self.sharded:
+            path = self.ckpt_dir / stem
+            ckpt.save_sharded({"model": model_state, "optimizer": optim_state}, extras, path,
+                              is_main=self.dist.is_main, barrier=self.dist.barrier)
+        else:
+            path = self.ckpt_dir / f"{stem}.pt"
+            if self.dist.is_main:
+                ckpt.atomic_save({"model": model_state, "optimizer": optim_state, **extras}, path)
+        if self.dist.is_main and name is None:
             ckpt.write_latest(self.ckpt_dir, path.name)
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
         self.dist.barrier()
@@ -147,8 +159,9 @@ class Trainer:
                 self.log(f"warning: skipping unreadable checkpoint {path}: {err}")
                 continue
             self._check_compatible(payload["config"], path)
-            self.model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["optimizer"])
+            set_state_dict(self.model, self.optimizer, model_state_dict=payload["model"],
+                           optim_state_dict=payload["optimizer"],
+                           options=StateDictOptions(full_state_dict=True))  # each rank takes its shard
             self.state = Progress(**payload["progress"])
             torch.set_rng_state(payload["rng"])
             if self.device.type == "cuda" and payload.get("cuda_rng"):
@@ -244,17 +257,30 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
+    def _eval_model(self) -> TransformerSeq2Seq:
+        """The model with whole parameters. Sharded: a local copy refreshed from the gathered
+        weights, so each rank decodes its share of the dev set without further collectives."""
+        if not self.sharded:
+            return self.model
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+        if self._eval_copy is None:
+            toks = self.corpus.tokenizers
+            self._eval_copy = build(self.cfg.model, len(toks.src), len(toks.tgt), PAD).to(self.device)
+        self._eval_copy.load_state_dict(full)
+        return self._eval_copy
+
     def evaluate(self) -> dict[str, Any]:
         c, t = self.corpus, self.cfg.train
-        loss = dev_loss(self.model, c, t.max_tokens, t.label_smoothing, self.autocast, dist=self.dist)
+        model = self._eval_model()
+        loss = dev_loss(model, c, t.max_tokens, t.label_smoothing, self.autocast, dist=self.dist)
         result: dict[str, Any] = {"kind": "valid", **loss}
         if t.eval_bleu:
-            result.update(dev_bleu(self.model, c, self.cfg.decode, bf16=t.precision == "bf16", dist=self.dist))
+            result.update(dev_bleu(model, c, self.cfg.decode, bf16=t.precision == "bf16", dist=self.dist))
         score = result["bleu"] if t.eval_bleu else -result["nll"]
         if score > self.state.best_score:
             self.state.best_score, self.state.bad_evals = score, 0
             result["best"] = True
-            self.save("best.pt")
+            self.save("best")
         else:
             self.state.bad_evals += 1
         self._record(result)
@@ -310,7 +336,8 @@ class Trainer:
                              f"continue with the same command and --resume")
                     return None
         bar.close()
-        if not (self.ckpt_dir / f"step_{self.state.update}.pt").exists():
+        saved = self.ckpt_dir / f"step_{self.state.update}"
+        if not (saved.exists() or saved.with_suffix(".pt").exists()):
             self.evaluate()
             self.save()
         out = export_model(self) if self.dist.is_main else self.run_dir / "model"
