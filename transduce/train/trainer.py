@@ -135,6 +135,7 @@ class Trainer:
         stem = name or f"step_{self.state.update}"
         model_state, optim_state = get_state_dict(self.model, self.optimizer)  # collective if sharded
         extras = {"progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
+                  "rank_rngs": self.dist.gather(torch.get_rng_state()),  # dropout streams of every rank
                   "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}
         if self.sharded:
             path = self.ckpt_dir / stem
@@ -163,12 +164,21 @@ class Trainer:
                            optim_state_dict=payload["optimizer"],
                            options=StateDictOptions(full_state_dict=True))  # each rank takes its shard
             self.state = Progress(**payload["progress"])
-            torch.set_rng_state(payload["rng"])
+            self._restore_rng(payload)
             if self.device.type == "cuda" and payload.get("cuda_rng"):
                 torch.cuda.set_rng_state_all(payload["cuda_rng"])
             self.log(f"resumed from {path} at update {self.state.update}")
             return True
         return False
+
+    def _restore_rng(self, payload: dict[str, Any]) -> None:
+        """Each rank continues its own dropout stream; with another world size, fresh streams."""
+        streams = payload.get("rank_rngs") or [payload["rng"]]
+        if len(streams) == self.dist.world:
+            torch.set_rng_state(streams[self.dist.rank])
+        else:
+            self.log(f"note: world size {len(streams)} -> {self.dist.world}: dropout streams re-seeded")
+            torch.manual_seed(self.cfg.train.seed + 1000 * self.dist.rank + self.state.update)
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
         """The recipe may change the schedule or the budget, not the model or its vocabulary."""
