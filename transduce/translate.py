@@ -14,7 +14,7 @@ from transduce.config import DecodeConfig, RunConfig, from_dict
 from transduce.data.tokenizer import PAD
 from transduce.decoding.corpus import search_corpus
 from transduce.decoding.hypothesis import Hypothesis
-from transduce.models.transformer import TransformerSeq2Seq, build
+from transduce.models.transformer import TransformerSeq2Seq, build, tied_aliases
 from transduce.train.corpus import Tokenizers
 
 
@@ -35,8 +35,7 @@ def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq, Tokenizers, Ru
     model = build(cfg.model, len(toks.src), len(toks.tgt), PAD)
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    tied = {"decoder.embed.embedding.weight", "decoder.output.weight"}
-    if unexpected or set(missing) - tied:
+    if unexpected or set(missing) - tied_aliases(cfg.model):
         raise ValueError(f"{folder}: weights do not match config (missing {missing}, unexpected {unexpected})")
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}

@@ -205,3 +205,16 @@ def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 
         dec_layers, final_norm(), output,
     )
     return TransformerSeq2Seq(encoder, decoder)
+
+
+def tied_aliases(cfg: TransformerConfig) -> set[str]:
+    """State-dict names that are the same parameter as an earlier name (tied embeddings): saved
+    once, re-tied by ``build`` on load."""
+    model = build(cfg, 8, 8)  # vocabulary sizes do not change which names alias
+    seen: set[int] = set()
+    aliases = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.data_ptr() in seen:
+            aliases.add(name)
+        seen.add(tensor.data_ptr())
+    return aliases

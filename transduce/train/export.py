@@ -11,7 +11,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from transduce.config import to_dict
+from transduce.config import from_dict, to_dict
+from transduce.models.transformer import tied_aliases
 from transduce.train import checkpoint as ckpt
 from transduce.train.corpus import Tokenizers
 from transduce.train.plots import plot_curves
@@ -20,16 +21,19 @@ if TYPE_CHECKING:
     from transduce.train.trainer import Trainer
 
 
-def save_weights(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype = torch.float32) -> None:
-    """Safetensors needs distinct storage per tensor: tied weights are stored once each."""
-    tensors = {k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in state.items()}
+def save_weights(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype = torch.float32,
+                 skip: set[str] | None = None) -> None:
+    """Each tensor stored once: names in ``skip`` (aliases of tied weights) are left out and
+    re-tied by the model on load."""
+    skip = skip or set()
+    tensors = {k: v.detach().cpu().to(dtype).contiguous().clone() for k, v in state.items() if k not in skip}
     save_file(tensors, str(path))
 
 
 def write_model_dir(out: Path, weights: dict[str, torch.Tensor], config: dict, tokenizer_dir: Path,
                     card: dict, dtype: torch.dtype = torch.float32) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(weights, out / "model.safetensors", dtype)
+    save_weights(weights, out / "model.safetensors", dtype, skip=tied_aliases(from_dict(config).model))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     joint = config["data"]["joint_vocab"]
     for path in dict.fromkeys(Tokenizers.files(tokenizer_dir, joint)):
