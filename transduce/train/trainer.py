@@ -297,6 +297,7 @@ class Trainer:
         return result
 
     def _log_step(self, stats: dict[str, float], speed: float, bar: tqdm) -> None:
+        """``stats``: loss and nll averaged over the log window's tokens, the window's tokens."""
         bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
         self._record({"kind": "train", **stats, "tokens_per_s": round(speed), "epoch": self.state.epoch,
                       "skipped_nonfinite": self.state.skipped_nonfinite})
@@ -321,18 +322,23 @@ class Trainer:
         t = self.cfg.train
         bar = tqdm(total=t.max_updates, initial=self.state.update, disable=not self.show_progress,
                    dynamic_ncols=True, desc="train")
-        window_tokens, window_start = 0.0, time.perf_counter()
+        window: dict[str, float] = {"tokens": 0.0, "loss": 0.0, "nll": 0.0}
+        window_start = time.perf_counter()
         with GracefulStop() as stop:
             for group in ([] if self.state.update >= t.max_updates else self._groups()):
                 started = time.perf_counter()
                 stats = self._update(group)
                 self.state.train_seconds += time.perf_counter() - started
                 if stats:
-                    window_tokens += stats["tokens"]
+                    for key in window:  # token-weighted sums over the log window
+                        window[key] += stats[key] * (stats["tokens"] if key != "tokens" else 1)
                     bar.update(1)
                     if self.state.update % t.log_every == 0:
-                        self._log_step(stats, window_tokens / (time.perf_counter() - window_start), bar)
-                        window_tokens, window_start = 0.0, time.perf_counter()
+                        mean = {**stats, "loss": window["loss"] / window["tokens"],
+                                "nll": window["nll"] / window["tokens"], "tokens": window["tokens"]}
+                        self._log_step(mean, window["tokens"] / (time.perf_counter() - window_start), bar)
+                        window = dict.fromkeys(window, 0.0)
+                        window_start = time.perf_counter()
                     done = self.state.update >= t.max_updates
                     if (self.state.update % t.eval_every == 0 or done) and self._checkpoint_and_maybe_stop(bar):
                         break
