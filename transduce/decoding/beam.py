@@ -9,19 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from transduce.data.tokenizer import BOS, EOS, PAD
-from transduce.decoding.hypothesis import Hypothesis, StepModel, length_penalty, max_lengths
-
-
-def _mask_specials(lp: Tensor, forced: Tensor) -> Tensor:
-    """Forbid PAD/BOS everywhere and everything but EOS on rows at their length limit."""
-    lp[:, PAD] = float("-inf")
-    lp[:, BOS] = float("-inf")
-    if forced.any():
-        only_eos = torch.full_like(lp[0], float("-inf"))
-        only_eos[EOS] = 0.0
-        lp[forced] = lp[forced] + only_eos
-    return lp
+from transduce.data.tokenizer import BOS, EOS
+from transduce.decoding.hypothesis import Hypothesis, StepModel, length_penalty, mask_specials, max_lengths
 
 
 @torch.no_grad()
@@ -50,7 +39,7 @@ def beam_search(
         lp, state = model.step(prefixes[:, -1], memory, state)  # (N, V)
         n, vocab = active.numel(), lp.size(1)
         forced = (step >= limits[active]).repeat_interleave(k)
-        lp = _mask_specials(lp, forced)
+        lp = mask_specials(lp, forced)
         candidates = (scores[:, :, None] + lp.view(n, k, vocab)).view(n, k * vocab)
         top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=1)  # (n, 2K)
         top_beams, top_tokens = top_ids // vocab, top_ids % vocab

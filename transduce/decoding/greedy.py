@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from transduce.data.tokenizer import BOS, EOS, PAD
-from transduce.decoding.hypothesis import Hypothesis, StepModel, max_lengths
+from transduce.data.tokenizer import BOS, EOS
+from transduce.decoding.hypothesis import Hypothesis, StepModel, mask_specials, max_lengths
 
 
 @torch.no_grad()
@@ -25,12 +25,7 @@ def greedy_search(
     step = 0
     while active.numel():
         lp, state = model.step(tokens, memory, state)  # (N, V)
-        lp[:, PAD] = float("-inf")
-        lp[:, BOS] = float("-inf")
-        forced = step >= limits[active]
-        lp[forced] = torch.where(
-            torch.arange(lp.size(1), device=lp.device) == EOS, lp[forced], float("-inf")
-        )
+        lp = mask_specials(lp, step >= limits[active])
         best, tokens = lp.max(dim=-1)
         done = tokens == EOS
         for row, (sent, tok, score) in enumerate(zip(active.tolist(), tokens.tolist(), best.tolist(), strict=False)):

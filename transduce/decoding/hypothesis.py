@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
+
+from transduce.data.tokenizer import BOS, EOS, PAD
 
 
 @dataclass
@@ -41,3 +44,14 @@ def length_penalty(length: Tensor | int, alpha: float, style: str) -> Tensor | f
 def max_lengths(src_lens: Tensor, a: float, b: int) -> Tensor:
     """Per-sentence output limits a * source length + b (EOS not counted)."""
     return (a * src_lens.float() + b).long().clamp(min=1)
+
+
+def mask_specials(lp: Tensor, forced: Tensor) -> Tensor:
+    """Forbid PAD/BOS everywhere and everything but EOS on rows at their length limit."""
+    lp[:, PAD] = float("-inf")
+    lp[:, BOS] = float("-inf")
+    if forced.any():
+        only_eos = torch.full_like(lp[0], float("-inf"))
+        only_eos[EOS] = 0.0
+        lp[forced] = lp[forced] + only_eos
+    return lp
