@@ -7,6 +7,7 @@ sees these objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from transduce.models.transformer import TransformerConfig
 
@@ -126,18 +127,91 @@ class DecodeConfig:
 
 
 @dataclass(kw_only=True)
-class RunConfig:
-    """A whole recipe."""
+class SpeechDataConfig:
+    """Where the speech manifests live, how transcripts are tokenized and audio is featurized
+    and augmented (task: ctc)."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: TransformerConfig = field(default_factory=TransformerConfig)
+    dir: str = "data"
+    """Folder with the JSON-lines manifests."""
+    train: str = "train.jsonl"
+    """Training manifest (relative to dir)."""
+    valid: str = "dev.jsonl"
+    """Development manifest (tuning, early stopping)."""
+    tokenizer: str = "char"
+    """SentencePiece model type for transcripts: char, bpe or unigram."""
+    vocab_size: int = 64
+    """SentencePiece vocabulary size (char: an upper bound)."""
+    sample_rate: int = 16000
+    """Model sample rate; audio is resampled to it."""
+    num_mel_bins: int = 80
+    """Log-mel filterbank channels."""
+    max_duration: float = 30.0
+    """Drop training utterances longer than this (seconds)."""
+    cmvn_utterances: int = 2000
+    """Training utterances used to estimate global mean/variance normalization."""
+    num_workers: int = 0
+    """Processes loading audio and computing features (batches are identical whatever the number)."""
+    speed_factors: tuple[float, ...] = ()
+    """Speed perturbation factors drawn uniformly per utterance (empty = off), e.g. [0.9, 1.0, 1.1]."""
+    noise_prob: float = 0.0
+    """Probability of adding white noise to an utterance."""
+    snr_range: tuple[float, float] = (10.0, 30.0)
+    """SNR range (dB) of the added noise."""
+    freq_masks: int = 2
+    """SpecAugment frequency masks."""
+    freq_width: int = 27
+    """Widest frequency mask (bins)."""
+    time_masks: int = 2
+    """SpecAugment time masks."""
+    time_width: int = 40
+    """Widest time mask (frames); see also time_ratio."""
+    time_ratio: float = 0.05
+    """Widest time mask as a fraction of the utterance's frames (the smaller cap wins)."""
+    time_warp: int = 0
+    """SpecAugment time warp (frames; 0 = off)."""
+
+
+@dataclass(kw_only=True)
+class CTCDecodeConfig:
+    """CTC search settings used by transcribe/evaluate (overridable on the command line)."""
+
+    beam: int = 1
+    """Prefix beam size (1 = greedy best path)."""
+    token_prune: int = 0
+    """Tokens considered per frame in beam search (0 = all)."""
+    nbest: int = 1
+    """Hypotheses returned per utterance."""
+    batch_size: int = 16
+    """Utterances encoded together."""
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """A whole recipe. ``task`` picks the section types: translation (Transformer
+    encoder-decoder on parallel text) or ctc (speech recognition with a CTC head)."""
+
+    task: str = "translation"
+    data: Any = field(default_factory=DataConfig)
+    model: Any = field(default_factory=TransformerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: Any = field(default_factory=DecodeConfig)
 
 
 SECTIONS = {"data": DataConfig, "model": TransformerConfig, "optim": OptimConfig,
             "train": TrainConfig, "decode": DecodeConfig}
+TASKS = ("translation", "ctc")
+
+
+def task_sections(task: str) -> dict[str, type]:
+    """The dataclass of each recipe section for ``task``."""
+    if task == "translation":
+        return SECTIONS
+    if task == "ctc":
+        from transduce.models.ctc import CTCModelConfig
+
+        return {**SECTIONS, "data": SpeechDataConfig, "model": CTCModelConfig, "decode": CTCDecodeConfig}
+    raise ConfigError(f"task: unknown task {task!r} (known: {', '.join(TASKS)})")
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -177,7 +251,7 @@ def _coerce(value: object, annotation: str, key: str) -> object:
     elif annotation == "str":
         if isinstance(value, str):
             return value
-    elif annotation.startswith("tuple[float"):
+    elif annotation.startswith("tuple[float"):  # tuple[float, float] and tuple[float, ...]
         if isinstance(value, (list, tuple)) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):
@@ -206,8 +280,12 @@ def from_dict(data: object) -> RunConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of sections, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(SECTIONS))
+    task = data.get("task", "translation")
+    if not isinstance(task, str):
+        raise ConfigError(f"task: expected str, got {type(task).__name__} {task!r}")
+    kinds = task_sections(task)
+    unknown = sorted(set(data) - set(kinds) - {"task"})
     if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
-    sections = {name: section_from_dict(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()}
-    return RunConfig(**sections)  # type: ignore[arg-type]
+        raise ConfigError(f"{unknown[0]}: unknown section (known: task, {', '.join(kinds)})")
+    sections = {name: section_from_dict(cls, data.get(name, {}), name) for name, cls in kinds.items()}
+    return RunConfig(task=task, **sections)  # type: ignore[arg-type]

@@ -16,11 +16,30 @@ class UsageError(ValueError):
     """Wrong combination of command-line arguments."""
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.split(",") if name)
+
+
 def data(args: argparse.Namespace) -> int:
     if args.dataset == "multi30k":
         from transduce.data.multi30k import prepare_multi30k
 
         prepare_multi30k(args.out, langs=tuple(args.pairs.split("-")), source=args.source)
+    elif args.dataset == "digits":
+        from transduce.data.digits import prepare_digits
+
+        prepare_digits(args.out, source=args.source, seed=args.seed, dev_speakers=_names(args.dev_speakers),
+                       test_speakers=_names(args.test_speakers))
+    elif args.dataset == "captions":
+        from transduce.data.captions import prepare_captions
+
+        prepare_captions(args.out, source=args.source, seed=args.seed, train_sentences=args.train_sentences,
+                         dev_sentences=args.dev_sentences, workers=args.workers)
+    elif args.dataset == "manifest":
+        from transduce.data.manifest import convert_to_manifest
+
+        count = convert_to_manifest(args.source, args.out)
+        print(f"{count} utterances written to {args.out}")
     else:
         from transduce.data.toy import write_toy
 
@@ -71,9 +90,23 @@ def translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def transcribe(args: argparse.Namespace) -> int:
+    from transduce.cli import speech
+
+    return speech.transcribe(args, UsageError)
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
+    if args.manifest:
+        if args.src or args.ref:
+            raise UsageError("--manifest (speech) and --src/--ref (translation) do not go together")
+        from transduce.cli import speech
+
+        return speech.evaluate(args)
+    if not (args.src and args.ref):
+        raise UsageError("translation needs --src and --ref; speech needs --manifest")
     src, refs = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(refs):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
@@ -115,8 +148,22 @@ def average(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    from transduce.translate import load_model_dir
+    import yaml
 
+    from transduce.translate import load_model_dir, resolve_model_dir
+
+    if yaml.safe_load((resolve_model_dir(args.path) / "config.yaml").read_text()).get("task") == "ctc":
+        from transduce.recognize import load_ctc_dir
+
+        ctc, tokenizer, speech_cfg, card = load_ctc_dir(args.path)
+        m = speech_cfg.model
+        print(f"{m.encoder} CTC encoder: {m.layers} layers, d={m.dim}, ffn={m.ffn_dim}, {m.heads} heads, "
+              f"subsampling {m.subsampling}x, {sum(p.numel() for p in ctc.parameters()) / 1e6:.2f}M parameters")
+        print(f"{len(tokenizer)} {speech_cfg.data.tokenizer} tokens, {speech_cfg.data.num_mel_bins} mel bins "
+              f"at {speech_cfg.data.sample_rate} Hz")
+        if card:
+            print(json.dumps(card, indent=2))
+        return 0
     model, toks, cfg, card = load_model_dir(args.path)
     params = sum(p.numel() for p in model.parameters())
     m = cfg.model

@@ -45,6 +45,10 @@ class Batch:
     def num_tokens(self) -> int:
         return int(self.tgt_lens.sum())
 
+    def inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Arguments of the training loss module."""
+        return self.src, self.src_lens, self.tgt_in, self.tgt_out
+
     def to(self, device: torch.device | str) -> Batch:
         return Batch(*(t.to(device, non_blocking=True) for t in (
             self.src, self.src_lens, self.tgt_in, self.tgt_out, self.tgt_lens, self.indices)))

@@ -44,3 +44,31 @@ def attention_mask(key_mask: Tensor, query_len: int | None = None, causal: bool 
         size = key_mask.size(1) if query_len is None else query_len
         mask = mask & causal_mask(size, key_mask.device)[None, None, :, :]  # (B, 1, T, S)
     return mask
+
+
+def chunk_mask(size: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None) -> Tensor:
+    """(T, T) bool mask for chunked streaming attention (WeNet ``subsequent_chunk_mask``).
+
+    Frames are grouped into chunks of ``chunk_size``; query t may attend to every frame of its own
+    chunk and of the ``left_chunks`` chunks before it (all earlier chunks when negative)::
+
+        >>> chunk_mask(5, 2)
+        tensor([[ True,  True, False, False, False],
+                [ True,  True, False, False, False],
+                [ True,  True,  True,  True, False],
+                [ True,  True,  True,  True, False],
+                [ True,  True,  True,  True,  True]])
+        >>> chunk_mask(5, 2, left_chunks=1)
+        tensor([[ True,  True, False, False, False],
+                [ True,  True, False, False, False],
+                [ True,  True,  True,  True, False],
+                [ True,  True,  True,  True, False],
+                [False, False,  True,  True,  True]])
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    chunk = torch.arange(size, device=device) // chunk_size  # (T,) chunk index of each frame
+    mask = chunk[None, :] <= chunk[:, None]  # (T, S): key chunk not after query chunk
+    if left_chunks >= 0:
+        mask &= chunk[None, :] >= chunk[:, None] - left_chunks
+    return mask

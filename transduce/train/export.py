@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from transduce.config import from_dict, to_dict
+from transduce.config import RunConfig, from_dict, to_dict
 from transduce.models.transformer import tied_aliases
 from transduce.train import checkpoint as ckpt
 from transduce.train.corpus import Tokenizers
@@ -30,13 +30,26 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype 
     save_file(tensors, str(path))
 
 
-def write_model_dir(out: Path, weights: dict[str, torch.Tensor], config: dict, tokenizer_dir: Path,
+def model_files(cfg: RunConfig, run_dir: Path) -> list[Path]:
+    """Tokenizer files a model folder needs besides weights and config."""
+    if cfg.task == "ctc":
+        return [run_dir / "spm.model"]
+    return list(dict.fromkeys(Tokenizers.files(run_dir, cfg.data.joint_vocab)))
+
+
+def weight_aliases(cfg: RunConfig) -> set[str]:
+    """Parameter names stored once because they are tied to another."""
+    return tied_aliases(cfg.model) if cfg.task == "translation" else set()
+
+
+def write_model_dir(out: Path, weights: dict[str, torch.Tensor], config: dict, run_dir: Path,
                     card: dict, dtype: torch.dtype = torch.float32) -> Path:
+    """``out``: model.safetensors, config.yaml, the tokenizer files from ``run_dir``, card.json."""
     out.mkdir(parents=True, exist_ok=True)
-    save_weights(weights, out / "model.safetensors", dtype, skip=tied_aliases(from_dict(config).model))
+    cfg = from_dict(config)
+    save_weights(weights, out / "model.safetensors", dtype, skip=weight_aliases(cfg))
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    joint = config["data"]["joint_vocab"]
-    for path in dict.fromkeys(Tokenizers.files(tokenizer_dir, joint)):
+    for path in model_files(cfg, run_dir):
         shutil.copy(path, out / path.name)
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return out

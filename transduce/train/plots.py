@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(history: list[dict[str, Any]], out: Path) -> None:
-    """Train/dev loss on the left, dev BLEU on the right, against updates."""
+    """Train/dev loss on the left, the dev metric (BLEU, or WER for speech) on the right."""
     train = [h for h in history if h.get("kind") == "train"]
     valid = [h for h in history if h.get("kind") == "valid"]
     fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
@@ -23,11 +23,12 @@ def plot_curves(history: list[dict[str, Any]], out: Path) -> None:
     ax_loss.set_xlabel("update")
     ax_loss.set_ylabel("loss (bits/token)")
     ax_loss.legend()
-    with_bleu = [h for h in valid if "bleu" in h]
-    if with_bleu:
-        ax_bleu.plot([h["update"] for h in with_bleu], [h["bleu"] for h in with_bleu], "o-")
+    metric = "wer" if any("wer" in h for h in valid) else "bleu"
+    scored = [h for h in valid if metric in h]
+    if scored:
+        ax_bleu.plot([h["update"] for h in scored], [h[metric] for h in scored], "o-")
     ax_bleu.set_xlabel("update")
-    ax_bleu.set_ylabel("dev BLEU")
+    ax_bleu.set_ylabel("dev WER (%)" if metric == "wer" else "dev BLEU")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -25,18 +25,13 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm import tqdm
 
 from transduce.config import ConfigError, RunConfig, to_dict
-from transduce.data.batching import Batch, iterate_batches, make_batches
-from transduce.data.tokenizer import PAD
-from transduce.models.transformer import TransformerSeq2Seq, build
 from transduce.train import checkpoint as ckpt
-from transduce.train.corpus import Corpus, load_corpus
 from transduce.train.distributed import init_distributed, wrap_for_parallel
-from transduce.train.evaluate import dev_bleu, dev_loss
 from transduce.train.export import export_model
 from transduce.train.interrupt import GracefulStop
-from transduce.train.loss import SequenceLoss
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
+from transduce.train.tasks import Task, TrainBatch, make_task
 
 
 @dataclass
@@ -100,21 +95,16 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         if not self.dist.is_main:
             self.dist.barrier()  # rank 0 trains the tokenizer first
-        self.corpus: Corpus = load_corpus(cfg.data, self.run_dir, self.log)
+        self.task: Task = make_task(cfg, self.run_dir, self.log)
         if self.dist.is_main:
             self.dist.barrier()
-        toks = self.corpus.tokenizers
-        try:
-            self.model = build(cfg.model, len(toks.src), len(toks.tgt), PAD).to(self.device)
-        except ValueError as err:
-            raise ConfigError(f"model: {err}") from None
+        self.model = self.task.build_model().to(self.device)
         self.state = Progress()
         self._bad_in_a_row = 0
         self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
-        self._eval_copy: TransformerSeq2Seq | None = None
-        self.step_module = wrap_for_parallel(
-            SequenceLoss(self.model, epsilon=cfg.train.label_smoothing, ignore_index=PAD, autocast=self.autocast),
-            self.dist, cfg.train.parallel, self.device)
+        self._eval_copy: torch.nn.Module | None = None
+        self.step_module = wrap_for_parallel(self.task.loss_module(self.model, self.autocast),
+                                             self.dist, cfg.train.parallel, self.device)
         self.optimizer = self._optimizer()  # after sharding: FSDP replaces parameters by DTensors
         if self.dist.active:
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)  # distinct dropout per rank
@@ -184,19 +174,15 @@ class Trainer:
         """The recipe may change the schedule or the budget, not the model or its vocabulary."""
         now = to_dict(self.cfg)
         keys = [f"model.{k}" for k in now["model"] if saved.get("model", {}).get(k) != now["model"][k]]
-        keys += [f"data.{k}" for k in ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "joint_vocab")
-                 if saved.get("data", {}).get(k) != now["data"][k]]
+        keys += [f"data.{k}" for k in self.task.data_keys if saved.get("data", {}).get(k) != now["data"][k]]
+        if saved.get("task", "translation") != now["task"]:
+            keys.insert(0, "task")
         if keys:
             detail = ", ".join(f"{k}: {_get(saved, k)!r} in checkpoint, {_get(now, k)!r} now" for k in keys)
             raise ConfigError(f"{path} was trained with another configuration ({detail})")
 
     # ---- one update --------------------------------------------------------------------
-    def _batches(self, epoch: int) -> list[list[int]]:
-        c = self.corpus
-        return make_batches([len(s) for s in c.train_src], [len(t) for t in c.train_tgt],
-                            max_tokens=self.cfg.train.max_tokens, seed=self.cfg.train.seed, epoch=epoch)
-
-    def _update(self, group: list[Batch]) -> dict[str, float]:
+    def _update(self, group: list[TrainBatch]) -> dict[str, float]:
         """Forward/backward over ``group`` (gradient accumulation), then one optimizer step."""
         self.step_module.train()
         tokens = sum(b.num_tokens for b in group)  # the whole global group, known to every rank
@@ -207,7 +193,7 @@ class Trainer:
             no_sync = self.step_module.no_sync() if self.dist.active and not last else nullcontext()  # type: ignore[operator]
             with no_sync:
                 batch = batch.to(self.device)
-                loss, nll = self.step_module(batch.src, batch.src_lens, batch.tgt_in, batch.tgt_out)
+                loss, nll = self.step_module(*batch.inputs())
                 # DDP averages gradients over ranks: scale by W so the result is sum / tokens
                 (loss * self.dist.world / tokens).backward()
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
@@ -239,16 +225,15 @@ class Trainer:
                                 f"set train.clip_norm, or resume from an earlier checkpoint")
         return {}
 
-    def _groups(self) -> Iterator[list[Batch]]:
+    def _groups(self) -> Iterator[list[TrainBatch]]:
         """Yield lists of ``update_freq`` batches from the saved position onwards, forever."""
         t, world = self.cfg.train, self.dist.world
         size = -(-t.update_freq // world) * world  # a multiple of the world size
         while self.state.epoch < t.max_epochs:
-            batches = self._batches(self.state.epoch)
+            batches = self.task.batches(self.state.epoch)
             usable = len(batches) - (len(batches) - self.state.batch_in_epoch) % world  # drop < W at the end
-            group: list[Batch] = []
-            stream = iterate_batches(batches[:usable], self.corpus.train_src, self.corpus.train_tgt,
-                                     start=self.state.batch_in_epoch, num_workers=self.cfg.data.num_workers)
+            group: list[TrainBatch] = []
+            stream = self.task.iterate(batches[:usable], epoch=self.state.epoch, start=self.state.batch_in_epoch)
             for batch in stream:
                 group.append(batch)
                 self.state.batch_in_epoch += 1
@@ -267,26 +252,20 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def _eval_model(self) -> TransformerSeq2Seq:
+    def _eval_model(self) -> torch.nn.Module:
         """The model with whole parameters. Sharded: a local copy refreshed from the gathered
         weights, so each rank decodes its share of the dev set without further collectives."""
         if not self.sharded:
             return self.model
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
         if self._eval_copy is None:
-            toks = self.corpus.tokenizers
-            self._eval_copy = build(self.cfg.model, len(toks.src), len(toks.tgt), PAD).to(self.device)
+            self._eval_copy = self.task.build_model().to(self.device)
         self._eval_copy.load_state_dict(full)
         return self._eval_copy
 
     def evaluate(self) -> dict[str, Any]:
-        c, t = self.corpus, self.cfg.train
-        model = self._eval_model()
-        loss = dev_loss(model, c, t.max_tokens, t.label_smoothing, self.autocast, dist=self.dist)
-        result: dict[str, Any] = {"kind": "valid", **loss}
-        if t.eval_bleu:
-            result.update(dev_bleu(model, c, self.cfg.decode, bf16=t.precision == "bf16", dist=self.dist))
-        score = result["bleu"] if t.eval_bleu else -result["nll"]
+        metrics, score = self.task.evaluate(self._eval_model(), self.dist, self.autocast)
+        result: dict[str, Any] = {"kind": "valid", **metrics}
         if score > self.state.best_score:
             self.state.best_score, self.state.bad_evals = score, 0
             result["best"] = True

@@ -1,0 +1,125 @@
+"""Connected digits on a synthetic FSDD: each fake "digit" is a tone whose pitch encodes the digit, so the
+written audio can be decoded independently (tone runs -> digits, pauses -> gaps) and compared with the manifest."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from transduce.data.digits import WORDS, download_fsdd, extract_recordings, prepare_digits
+from transduce.data.manifest import read_manifest
+from transduce.data.text import DataError
+
+SPEAKERS = ("alice", "bob", "carol", "dave")
+TONE_S, RATE = 0.2, 16000
+
+
+def _fake_take(digit: int, take: int, rate: int = 8000) -> np.ndarray:
+    rng = np.random.default_rng(100 * digit + take)
+    t = np.arange(int(TONE_S * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * (300 + 100 * digit) * t)
+    lead, tail = (1e-3 * rng.standard_normal(int(s * rate)) for s in (0.15 + 0.05 * take, 0.1))
+    return np.concatenate([lead, tone, tail]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fsdd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fsdd")
+    (folder / "recordings").mkdir()
+    for speaker in SPEAKERS:
+        for digit in range(10):
+            for take in range(2):
+                sf.write(folder / "recordings" / f"{digit}_{speaker}_{take}.wav", _fake_take(digit, take), 8000)
+    return folder
+
+
+def _decode(wave: np.ndarray) -> tuple[list[int], list[float]]:
+    """Tone runs in 10 ms frames -> (digits by dominant frequency, pauses between runs in seconds)."""
+    hop = RATE // 100
+    loud = np.abs(wave[: len(wave) // hop * hop]).reshape(-1, hop).max(axis=1) > 0.1  # (frames,)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(int), [0]])))
+    runs = edges.reshape(-1, 2)  # (runs, [start, end)) in frames
+    digits = []
+    for start, end in runs:
+        segment = wave[start * hop: end * hop]
+        freq = np.argmax(np.abs(np.fft.rfft(segment))) * RATE / len(segment)
+        digits.append(round((freq - 300) / 100))
+    return digits, [(b - a) / 100 for a, b in zip(runs[:-1, 1], runs[1:, 0], strict=True)]
+
+
+def _build(fsdd: Path, out: Path, seed: int = 1) -> None:
+    prepare_digits(out, source=fsdd, seed=seed, dev_speakers=("bob",), test_speakers=("carol",),
+                   utterances={"train": 12, "dev": 5, "test": 5}, gap_ms=(50, 400), log=lambda _: None)
+
+
+def test_audio_matches_manifest(fsdd: Path, tmp_path: Path) -> None:
+    _build(fsdd, tmp_path / "out")
+    for split, speakers in (("train", {"alice", "dave"}), ("dev", {"bob"}), ("test", {"carol"})):
+        utts = read_manifest(tmp_path / "out" / f"{split}.jsonl")
+        assert {u.speaker for u in utts} <= speakers
+        for u in utts:
+            assert u.audio == tmp_path / "out" / "audio" / split / f"{u.id}.wav"
+            wave, rate = sf.read(u.audio, dtype="float32")
+            assert rate == RATE and u.duration == len(wave) / rate
+            words = u.text.split()
+            assert 1 <= len(words) <= 7
+            digits, pauses = _decode(wave)
+            assert [WORDS[d] for d in digits] == words
+            # a pause is the gap plus the 20 ms margins kept around both tones (10 ms frame resolution)
+            assert all(0.05 + 0.04 - 0.02 <= p <= 0.4 + 0.04 + 0.02 for p in pauses), pauses
+            take = TONE_S + 0.04
+            low, high = len(words) * take + 0.05 * (len(words) - 1) + 0.2, len(words) * take + 0.4 * len(words) + 0.6
+            assert low - 0.01 <= u.duration <= high + 0.01
+    readme = (tmp_path / "out" / "README.txt").read_text()
+    assert "CC BY-SA 4.0" in readme and "seed=1" in readme
+
+
+def test_deterministic_by_seed(fsdd: Path, tmp_path: Path) -> None:
+    _build(fsdd, tmp_path / "a")
+    _build(fsdd, tmp_path / "b")
+    _build(fsdd, tmp_path / "c", seed=2)
+    for split in ("train", "dev", "test"):
+        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
+        for wav in (tmp_path / "a" / "audio" / split).glob("*.wav"):
+            assert wav.read_bytes() == (tmp_path / "b" / "audio" / split / wav.name).read_bytes()
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (tmp_path / "c" / "train.jsonl").read_bytes()
+
+
+def test_speaker_errors(fsdd: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="dev_speakers: unknown speaker.*zed"):
+        prepare_digits(tmp_path, source=fsdd, dev_speakers=("zed",), log=lambda _: None)
+    with pytest.raises(DataError, match="no speakers left for train"):
+        prepare_digits(tmp_path, source=fsdd, dev_speakers=("alice", "bob"), test_speakers=("carol", "dave"),
+                       log=lambda _: None)
+
+
+def _tarball(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_extract_and_download_from_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = io.BytesIO()
+    sf.write(wav, _fake_take(3, 0), 8000, format="WAV")
+    top = "free-spoken-digit-dataset-1.0.10"
+    _tarball(tmp_path / "fsdd.tar.gz", {f"{top}/recordings/3_alice_0.wav": wav.getvalue(),
+                                        f"{top}/README.md": b"readme", "../3_evil_0.wav": b"x",
+                                        f"{top}/recordings/notes.txt": b"x"})
+    assert extract_recordings(tmp_path / "fsdd.tar.gz", tmp_path / "x") == 1
+    assert [p.name for p in (tmp_path / "x").rglob("*") if p.is_file()] == ["3_alice_0.wav"]
+    folder = download_fsdd(tmp_path / "cache", url=(tmp_path / "fsdd.tar.gz").as_uri())
+    assert (folder / "recordings" / "3_alice_0.wav").read_bytes() == wav.getvalue()
+    assert not list((tmp_path / "cache").glob("*.gz*"))
+    _tarball(tmp_path / "empty.tar.gz", {f"{top}/README.md": b"readme"})
+    with pytest.raises(DataError, match=r"empty\.tar\.gz: no recordings"):
+        extract_recordings(tmp_path / "empty.tar.gz", tmp_path / "y")
+    with pytest.raises(DataError, match="download failed"):
+        download_fsdd(tmp_path / "cache2", url=(tmp_path / "missing.tar.gz").as_uri())

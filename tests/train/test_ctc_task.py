@@ -1,0 +1,88 @@
+"""Speech end to end on synthetic audio: manifests -> CTC training -> Recognizer -> CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from transduce.cli.config import load_recipe
+from transduce.cli.main import main
+from transduce.data.manifest import read_manifest
+from transduce.data.tones import write_tones
+from transduce.metrics.wer import cer
+from transduce.recognize import Recognizer
+from transduce.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("tones")
+    write_tones(base / "data", train=300, valid=40)
+    cfg = load_recipe(ROOT / "recipes" / "tiny-tones-ctc.yaml", [f"data.dir={base / 'data'}"])
+    Trainer(cfg, base / "run", log=lambda _: None, show_progress=False).fit()
+    return base
+
+
+def test_recognizer_reaches_low_cer(trained: Path) -> None:
+    dev = read_manifest(trained / "data" / "dev.jsonl")
+    recognizer = Recognizer.load(trained / "run")
+    hyps = recognizer.transcribe([u.audio for u in dev])
+    assert cer(hyps, [u.text for u in dev]) < 5.0, list(zip(hyps, [u.text for u in dev], strict=True))[:5]
+    beam = recognizer.transcribe([u.audio for u in dev], beam=4)
+    assert cer(beam, [u.text for u in dev]) < 5.0
+
+
+def test_timestamps_follow_the_tones(trained: Path) -> None:
+    utt = read_manifest(trained / "data" / "dev.jsonl")[0]
+    best = Recognizer.load(trained / "run").search([utt.audio], beam=4)[0][0]
+    assert len(best.times) == len(best.tokens)
+    assert all(0 <= a < b <= utt.duration for a, b in zip(best.times, best.times[1:], strict=False))
+
+
+def test_cli_transcribe_and_evaluate(trained: Path, capsys) -> None:
+    dev = read_manifest(trained / "data" / "dev.jsonl")
+    assert main(["transcribe", "--model", str(trained / "run"), str(dev[1].audio), str(dev[0].audio)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(dev[1].audio), str(dev[0].audio)]  # input order
+    assert main(["transcribe", "--model", str(trained / "run"), "--manifest", str(trained / "data" / "dev.jsonl")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == [u.id for u in dev]
+    report = trained / "report.txt"
+    assert main(["evaluate", "--model", str(trained / "run"), "--manifest", str(trained / "data" / "dev.jsonl"),
+                 "--json", "--report", str(report)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cer"] < 5.0 and result["utterances"] == len(dev)
+    assert {"wer", "rtf", "utterances_per_second"} <= set(result)
+    assert report.read_text().count(dev[0].id) == 1
+
+
+def test_speech_model_info_and_errors(trained: Path, capsys, tmp_path: Path) -> None:
+    assert main(["info", str(trained / "run")]) == 0
+    assert "CTC encoder" in capsys.readouterr().out
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    assert main(["transcribe", "--model", str(trained / "run"), str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_resume_of_ctc_run_matches_uninterrupted(tmp_path: Path) -> None:
+    """Augmentation draws from (seed, epoch, batch), so N + resume + M updates equal N + M."""
+    import torch
+
+    write_tones(tmp_path / "data", train=60, valid=8)
+    overrides = [f"data.dir={tmp_path / 'data'}", "train.max_updates=6", "train.eval_every=3", "train.max_tokens=1500"]
+    cfg = load_recipe(ROOT / "recipes" / "tiny-tones-ctc.yaml", overrides)
+    full = Trainer(cfg, tmp_path / "full", log=lambda _: None, show_progress=False)
+    full.fit()
+    first = load_recipe(ROOT / "recipes" / "tiny-tones-ctc.yaml", overrides[:-3] + ["train.max_updates=3",
+                                                                                     "train.eval_every=3",
+                                                                                     "train.max_tokens=1500"])
+    Trainer(first, tmp_path / "split", log=lambda _: None, show_progress=False).fit()
+    resumed = Trainer(cfg, tmp_path / "split", log=lambda _: None, show_progress=False)
+    resumed.fit(resume=True)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)

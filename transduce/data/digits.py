@@ -1,0 +1,213 @@
+"""Connected-digit utterances built from the Free Spoken Digit Dataset (FSDD, CC BY-SA 4.0).
+
+Each utterance joins 1-7 isolated digit recordings of one speaker (trimmed of leading/trailing
+silence, resampled) with random gaps of faint noise; its transcript is the digits in words
+("three one four"). Splits are disjoint by speaker. Everything is drawn from one seed, so the same
+arguments give byte-identical manifests and audio.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from transduce.data.audio import load_audio, write_wav
+from transduce.data.manifest import SplitSummary, Utterance, summarize, write_manifest
+from transduce.data.text import DataError
+
+FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DEFAULT_UTTERANCES: Mapping[str, int] = MappingProxyType({"train": 6000, "dev": 600, "test": 600})
+_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav")
+_MEMBER = re.compile(r"(?:[^/]+/)?recordings/(\d_[A-Za-z]+_\d+\.wav)")
+_DITHER = 3e-4  # gaps are faint Gaussian noise (about -70 dBFS) rather than digital zeros
+_TRIM_DB = -40.0  # quieter frames (relative to the loudest 10 ms) are silence; -30 dB clipped the "s" of "six"
+_TRIM_MARGIN_S = 0.02
+_PAD_MS = (100.0, 300.0)
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transduce"
+
+
+def extract_recordings(archive: str | Path, dest: str | Path) -> int:
+    """Extract ``recordings/D_SPEAKER_N.wav`` members of an FSDD tarball into ``dest/recordings``; their number.
+
+    Other members are ignored; names are rebuilt from the pattern, so nothing lands outside ``dest``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    count = 0
+    try:
+        (tmp / "recordings").mkdir()
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                match = _MEMBER.fullmatch(member.name)
+                if match and member.isfile():
+                    data = tar.extractfile(member)
+                    assert data is not None  # regular files always have data
+                    (tmp / "recordings" / match.group(1)).write_bytes(data.read())
+                    count += 1
+        if count == 0:
+            raise DataError(f"{archive}: no recordings/D_SPEAKER_N.wav files inside; not an FSDD archive")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except tarfile.TarError as err:
+        raise DataError(f"{archive}: not a readable tar archive ({err})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return count
+
+
+def download_fsdd(cache: str | Path | None = None, *, url: str = FSDD_URL) -> Path:
+    """Download and extract FSDD into ``cache/fsdd`` (default ``~/.cache/transduce``) unless already there."""
+    target = Path(cache or default_cache()) / "fsdd"
+    if any((target / "recordings").glob("*.wav")):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    archive = target.parent / "fsdd.tar.gz"
+    part = archive.with_name(archive.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc="FSDD", disable=None, leave=False) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise DataError(f"{url}: download failed ({err}); pass source=DIR with a local FSDD copy") from None
+    part.rename(archive)
+    extract_recordings(archive, target)
+    archive.unlink()
+    return target
+
+
+def _trim(wave: np.ndarray, rate: int) -> np.ndarray:
+    """``wave`` without leading/trailing near-silence (10 ms frames below _TRIM_DB of the loudest), plus a margin."""
+    hop = rate // 100
+    frames = len(wave) // hop
+    if frames == 0:
+        return wave
+    rms = np.sqrt(np.mean(wave[: frames * hop].reshape(frames, hop) ** 2, axis=1))  # (frames,)
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (_TRIM_DB / 20))
+    margin = int(_TRIM_MARGIN_S * rate)
+    return wave[max(0, loud[0] * hop - margin): min(len(wave), (loud[-1] + 1) * hop + margin)]
+
+
+def load_takes(folder: Path, sample_rate: int) -> dict[str, list[list[np.ndarray]]]:
+    """{speaker: [takes of digit 0, ..., takes of digit 9]}: trimmed waveforms, takes ordered by index."""
+    found: dict[str, list[list[tuple[int, Path]]]] = {}
+    for path in (folder / "recordings").glob("*.wav"):
+        match = _NAME.fullmatch(path.name)
+        if match:
+            digit, speaker, index = int(match.group(1)), match.group(2), int(match.group(3))
+            found.setdefault(speaker, [[] for _ in WORDS])[digit].append((index, path))
+    if not found:
+        raise DataError(f"{folder / 'recordings'}: no D_SPEAKER_N.wav recordings")
+    takes = {}
+    for speaker in sorted(found):
+        for digit, entries in enumerate(found[speaker]):
+            if not entries:
+                raise DataError(f"{folder / 'recordings'}: speaker {speaker!r} has no recording of digit {digit}")
+        takes[speaker] = [[_trim(load_audio(p, sample_rate).numpy(), sample_rate) for _, p in sorted(entries)]
+                          for entries in found[speaker]]
+    return takes
+
+
+def _utterance(rng: np.random.Generator, takes: list[list[np.ndarray]], *, digits: tuple[int, int],
+               gap_ms: tuple[float, float], rate: int) -> tuple[np.ndarray, str]:
+    """One connected-digit waveform of a speaker and its transcript."""
+    count = int(rng.integers(digits[0], digits[1] + 1))
+    spoken = rng.integers(0, 10, count)
+    silences_ms = [rng.uniform(*_PAD_MS), *rng.uniform(*gap_ms, count - 1), rng.uniform(*_PAD_MS)]
+    pieces = []
+    for i, ms in enumerate(silences_ms):
+        pieces.append(_DITHER * rng.standard_normal(round(ms * rate / 1000)))
+        if i < count:
+            options = takes[spoken[i]]
+            pieces.append(options[int(rng.integers(len(options)))])
+    return np.concatenate(pieces).astype(np.float32), " ".join(WORDS[d] for d in spoken)
+
+
+def _split_speakers(available: list[str], dev: tuple[str, ...], test: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    for name, chosen in (("dev_speakers", dev), ("test_speakers", test)):
+        unknown = sorted(set(chosen) - set(available))
+        if unknown:
+            raise DataError(f"{name}: unknown speaker(s) {', '.join(unknown)} (FSDD has {', '.join(available)})")
+    if set(dev) & set(test):
+        raise DataError(f"speakers {', '.join(sorted(set(dev) & set(test)))} are in both dev and test")
+    if not dev:
+        raise DataError("dev_speakers must name at least one speaker")
+    train = tuple(s for s in available if s not in dev and s not in test)
+    if not train:
+        raise DataError("no speakers left for train; hold out fewer speakers")
+    splits = {"train": train, "dev": tuple(sorted(dev))}
+    if test:
+        splits["test"] = tuple(sorted(test))
+    return splits
+
+
+def _write_readme(out: Path, settings: str, summaries: list[SplitSummary]) -> None:
+    (out / "README.txt").write_text(
+        "Connected-digit utterances built by transduce.data.digits from the Free Spoken Digit Dataset\n"
+        "(https://github.com/Jakobovski/free-spoken-digit-dataset), licensed CC BY-SA 4.0; this derived\n"
+        "audio is shared under the same license. Each utterance joins 1 or more isolated digit recordings\n"
+        "of one speaker, trimmed of leading/trailing silence, resampled with soxr, separated by random gaps\n"
+        "of faint Gaussian noise and padded at both ends. Splits are disjoint by speaker.\n\n"
+        f"Settings: {settings}\n\n" + "\n".join(str(s) for s in summaries) + "\n")
+
+
+def prepare_digits(
+    out: str | Path, *, source: str | Path | None = None, seed: int = 1, dev_speakers: tuple[str, ...] = ("nicolas",),
+    test_speakers: tuple[str, ...] = (), utterances: Mapping[str, int] = DEFAULT_UTTERANCES, min_digits: int = 1,
+    max_digits: int = 7, gap_ms: tuple[float, float] = (50.0, 400.0), sample_rate: int = 16000,
+    log: Callable[[str], None] = print,
+) -> list[SplitSummary]:
+    """Write ``out/{train,dev[,test]}.jsonl``, ``out/audio/{split}/ID.wav`` and ``out/README.txt``.
+
+    ``source`` is an FSDD folder holding ``recordings/``; without it FSDD is downloaded to the cache.
+    """
+    if not 1 <= min_digits <= max_digits:
+        raise DataError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
+    if not 0 <= gap_ms[0] <= gap_ms[1]:
+        raise DataError(f"gap_ms must be (low, high) with 0 <= low <= high, got {gap_ms}")
+    folder = Path(source) if source is not None else download_fsdd()
+    takes = load_takes(folder, sample_rate)
+    splits = _split_speakers(list(takes), tuple(dev_speakers), tuple(test_speakers))
+    out = Path(out)
+    summaries = []
+    for index, (split, speakers) in enumerate(splits.items()):
+        if split not in utterances:
+            raise DataError(f"utterances: no count for split {split!r} (got {dict(utterances)})")
+        rng = np.random.default_rng([seed, index])
+        audio_dir = out / "audio" / split
+        shutil.rmtree(audio_dir, ignore_errors=True)  # generated content only; stale files would linger
+        utts = []
+        for i in tqdm(range(utterances[split]), desc=f"digits {split}", unit="utt", disable=None, leave=False):
+            speaker = speakers[int(rng.integers(len(speakers)))]
+            wave, text = _utterance(rng, takes[speaker], digits=(min_digits, max_digits), gap_ms=gap_ms,
+                                    rate=sample_rate)
+            utt_id = f"{split}-{i:06d}"
+            write_wav(audio_dir / f"{utt_id}.wav", torch.from_numpy(wave), sample_rate)
+            utts.append(Utterance(utt_id, audio_dir / f"{utt_id}.wav", len(wave) / sample_rate, text, speaker))
+        write_manifest(out / f"{split}.jsonl", utts)
+        summaries.append(summarize(split, utts))
+        log(f"digits {summaries[-1]}")
+    settings = (f"seed={seed} digits={min_digits}-{max_digits} gap_ms={gap_ms} pad_ms={_PAD_MS} "
+                f"sample_rate={sample_rate} speakers={ {k: list(v) for k, v in splits.items()} }")
+    _write_readme(out, settings, summaries)
+    return summaries

@@ -1,0 +1,133 @@
+"""CTC searches over log-probabilities: greedy (best path) and prefix beam search.
+
+Dimension letters: B batch, T frames, V vocabulary (blank = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+BLANK = 0
+NEG_INF = float("-inf")
+
+
+@dataclass
+class CTCHypothesis:
+    """Token ids (blanks and repeats collapsed), a log-probability score and one frame index per token."""
+
+    tokens: list[int]
+    score: float
+    timestamps: list[int]
+
+
+def ctc_greedy(log_probs: Tensor, lengths: Tensor) -> list[CTCHypothesis]:
+    """Best path: log_probs (B, T, V), lengths (B,) -> one hypothesis per row; score is the best path's
+    log-probability, timestamps the first frame of each emitted token."""
+    best, ids = log_probs.max(dim=-1)  # (B, T) each
+    hyps = []
+    for b, n in enumerate(lengths.tolist()):
+        path = ids[b, :n].tolist()
+        tokens, times = [], []
+        for t, token in enumerate(path):
+            if token != BLANK and (t == 0 or path[t - 1] != token):
+                tokens.append(token)
+                times.append(t)
+        hyps.append(CTCHypothesis(tokens, float(best[b, :n].sum()), times))
+    return hyps
+
+
+def _logaddexp(*xs: float) -> float:
+    top = max(xs)
+    if top == NEG_INF:
+        return NEG_INF
+    return top + math.log(sum(math.exp(x - top) for x in xs))
+
+
+@dataclass
+class _Prefix:
+    """Totals over alignments ending in blank (b) / in the last token (nb), plus the best (Viterbi)
+    alignment of each kind with its token frames, for WeNet-style peak timestamps."""
+
+    b: float = NEG_INF
+    nb: float = NEG_INF
+    vb: float = NEG_INF
+    vnb: float = NEG_INF
+    times_b: list[int] = field(default_factory=list)
+    times_nb: list[int] = field(default_factory=list)
+    peak: float = NEG_INF  # log-prob of the last token at its timestamp frame on the best nb path
+
+    def score(self) -> float:
+        return _logaddexp(self.b, self.nb)
+
+    def viterbi(self) -> tuple[float, list[int]]:
+        return (self.vb, self.times_b) if self.vb > self.vnb else (self.vnb, self.times_nb)
+
+
+def _extend(nxt: _Prefix, total: float, viterbi: float, times: list[int], t: int, lp: float) -> None:
+    """Add a new token at frame t to ``nxt``'s non-blank totals from a source with these scores."""
+    nxt.nb = _logaddexp(nxt.nb, total)
+    if viterbi > nxt.vnb:
+        nxt.vnb, nxt.times_nb, nxt.peak = viterbi, [*times, t], lp
+
+
+def _candidates(frame: list[float], token_prune: int, prob_prune: float | None) -> list[int]:
+    order = sorted(range(len(frame)), key=frame.__getitem__, reverse=True)
+    if token_prune > 0:
+        order = order[:token_prune]
+    if prob_prune is not None:
+        order = order[:1] + [v for v in order[1:] if frame[v] >= prob_prune]
+    return order
+
+
+def ctc_prefix_beam_search(
+    log_probs: Tensor, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None, nbest: int = 1
+) -> list[CTCHypothesis]:
+    """Prefix beam search on one utterance's log_probs (T, V) -> up to ``nbest`` hypotheses, best first.
+
+    score = log of the prefix's probability summed over all its alignments (exact when nothing is pruned
+    and the beam holds every prefix). ``token_prune`` keeps the k likeliest tokens per frame (0 = all);
+    ``prob_prune`` skips tokens whose log-prob is below it (the frame's best token is always kept).
+    Timestamps: for each token, the frame where it peaks on the prefix's best alignment (WeNet).
+    """
+    beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(b=0.0, vb=0.0)}
+    for t, frame in enumerate(log_probs.tolist()):
+        nxt: defaultdict[tuple[int, ...], _Prefix] = defaultdict(_Prefix)
+        for token in _candidates(frame, token_prune, prob_prune):
+            lp = frame[token]
+            for prefix, cur in beams.items():
+                if token == BLANK:  # *  -> *-   (only source of this kind)
+                    stay = nxt[prefix]
+                    stay.b = _logaddexp(stay.b, cur.score() + lp)
+                    v, times = cur.viterbi()
+                    stay.vb, stay.times_b = v + lp, times
+                elif prefix and token == prefix[-1]:
+                    stay = nxt[prefix]  # *a -> *a  (repeat collapses)
+                    stay.nb = _logaddexp(stay.nb, cur.nb + lp)
+                    if cur.vnb + lp > stay.vnb:
+                        stay.vnb = cur.vnb + lp
+                        stay.times_nb, stay.peak = cur.times_nb, cur.peak
+                        if lp > cur.peak:  # the token peaks later on this path
+                            stay.times_nb, stay.peak = [*cur.times_nb[:-1], t], lp
+                    _extend(nxt[(*prefix, token)], cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
+                else:
+                    v, times = cur.viterbi()
+                    _extend(nxt[(*prefix, token)], cur.score() + lp, v + lp, times, t, lp)
+        ranked = sorted(nxt.items(), key=lambda item: item[1].score(), reverse=True)
+        beams = dict(ranked[:beam])
+    ranked = sorted(beams.items(), key=lambda item: item[1].score(), reverse=True)[:nbest]
+    return [CTCHypothesis(list(prefix), p.score(), list(p.viterbi()[1])) for prefix, p in ranked]
+
+
+def ctc_beam_search(
+    log_probs: Tensor, lengths: Tensor, beam: int = 10, token_prune: int = 0,
+    prob_prune: float | None = None, nbest: int = 1,
+) -> list[list[CTCHypothesis]]:
+    """Batched convenience: log_probs (B, T, V), lengths (B,) -> per row, ``ctc_prefix_beam_search``'s n-best."""
+    return [
+        ctc_prefix_beam_search(log_probs[b, :n], beam, token_prune, prob_prune, nbest)
+        for b, n in enumerate(lengths.tolist())
+    ]

@@ -1,0 +1,264 @@
+"""Conformer (Gulati et al. 2020) and plain Transformer speech encoders.
+
+Dimension letters: B batch, T query frames (after subsampling), S key frames (S = P + T with a left
+cache of P frames), R = T + S - 1 relative distances, D model size, H heads, E head size (D = H * E),
+K depthwise kernel size, F input feature bins.
+
+Masks are boolean, True = may attend (``nn/masks.py``): attention takes (B, 1, T|1, S) or (B, T, S),
+the convolution a (B, T) padding mask. Layers take their cache explicitly and return the new one,
+so chunked streaming only has to build masks and positions and carry ``ConformerLayerState``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transduce.nn.ffn import FeedForward
+from transduce.nn.masks import attention_mask, padding_mask
+from transduce.nn.state import KVCache
+from transduce.nn.subsampling import Conv2dSubsampling
+from transduce.nn.transformer import EncoderLayer
+
+
+def sinusoids(positions: Tensor, dim: int) -> Tensor:
+    """(N,) float positions (may be negative) -> (N, D) encodings, [sin | cos] as in ``nn/positions.py``."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=positions.device) * -(math.log(10000.0) / max(half - 1, 1)))
+    angles = positions.float()[:, None] * freqs[None, :]  # (N, D/2)
+    table = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return F.pad(table, (0, dim % 2))  # (N, D)
+
+
+def relative_positions(query_len: int, key_len: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """Encodings of distances query - key for the last T of S frames: S-1, S-2, ..., -(T-1) -> (R, D)."""
+    return sinusoids(torch.arange(key_len - 1, -query_len, -1, device=device), dim)
+
+
+def rel_shift(scores: Tensor) -> Tensor:
+    """(B, H, T, R) scores against distances S-1..-(T-1) -> (B, H, T, S) scores against keys.
+
+    Query t sits at absolute frame S - T + t, so key s is at distance S - T + t - s, which is column
+    T - 1 - t + s of the input: a strided view (Transformer-XL's shift, as in icefall's zipformer).
+    """
+    b, h, t, r = scores.shape
+    s = r - t + 1
+    scores = scores.contiguous()
+    sb, sh, _, _ = scores.stride()
+    return scores.as_strided((b, h, t, s), (sb, sh, r - 1, 1), scores.storage_offset() + t - 1)
+
+
+def _attendable(mask: Tensor) -> Tensor:
+    """Let rows with no allowed key (only padded queries) see every key, so softmax stays finite."""
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+class RelPositionMultiHeadAttention(nn.Module):
+    """Self-attention with Transformer-XL relative positions (ESPnet ``RelPositionMultiHeadedAttention``):
+    score(t, s) = ((q_t + u) . k_s + (q_t + v) . W_pos r(t - s)) / sqrt(E), computed through SDPA with the
+    positional term as a float bias (masked entries -inf)."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.pos_proj = nn.Linear(dim, dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim)
+        self.pos_bias_u = nn.Parameter(torch.empty(heads, dim // heads))  # (H, E)
+        self.pos_bias_v = nn.Parameter(torch.empty(heads, dim // heads))  # (H, E)
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, E)
+
+    def forward(
+        self, x: Tensor, pos: Tensor, mask: Tensor | None, cache: KVCache | None = None
+    ) -> tuple[Tensor, KVCache]:
+        """x (B, T, D), pos (R, D) from ``relative_positions(T, S)``, mask bool (B, 1, T|1, S) or (B, T, S),
+        cache: keys/values (B, H, P, E) of the P frames before x. Returns (B, T, D) and keys/values (B, H, S, E)."""
+        q = self._split(self.q_proj(x))  # (B, H, T, E)
+        k, v = (self._split(y) for y in self.kv_proj(x).chunk(2, dim=-1))  # (B, H, T, E) each
+        kv = KVCache(k, v) if cache is None else cache.append(k, v)  # (B, H, S, E)
+        r, d = pos.shape
+        p = self.pos_proj(pos).view(r, self.heads, d // self.heads).transpose(0, 1)  # (H, R, E)
+        bd = rel_shift((q + self.pos_bias_v[:, None]) @ p.transpose(1, 2))  # (B, H, T, S)
+        bias = bd / math.sqrt(q.size(-1))
+        if mask is not None:
+            mask = mask[:, None] if mask.dim() == 3 else mask  # (B, 1, T|1, S)
+            bias = bias.masked_fill(~_attendable(mask), float("-inf"))
+        out = F.scaled_dot_product_attention(
+            q + self.pos_bias_u[:, None], kv.keys, kv.values, attn_mask=bias,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, H, T, E)
+        b, h, t, e = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), kv  # (B, T, D)
+
+
+class ConvolutionModule(nn.Module):
+    """Pointwise conv -> GLU -> depthwise conv -> norm -> Swish -> pointwise conv. (B, T, D) -> (B, T, D).
+
+    Padded frames are zeroed before the depthwise conv, so they act like the conv's own zero padding.
+    ``causal`` pads K - 1 frames on the left only (output t sees inputs <= t); ``norm="layer"`` is the
+    default because BatchNorm statistics differ between training, evaluation and chunked streaming.
+    """
+
+    def __init__(self, dim: int, kernel_size: int, *, causal: bool = False, norm: str = "layer") -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"conv kernel_size must be odd, got {kernel_size}")
+        norms = {"layer": nn.LayerNorm, "batch": nn.BatchNorm1d}
+        if norm not in norms:
+            raise ValueError(f"unknown conv norm {norm!r}; choose from {sorted(norms)}")
+        self.causal = causal
+        self.left = kernel_size - 1 if causal else (kernel_size - 1) // 2
+        self.right = 0 if causal else (kernel_size - 1) // 2
+        self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1)
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, groups=dim)
+        self.norm = norms[norm](dim)
+        self.pointwise_out = nn.Conv1d(dim, dim, 1)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, T, D), pad_mask (B, T) True on real frames, cache (B, D, K - 1) of the frames before x
+        (causal only). Returns (B, T, D) and the new cache (B, D, K - 1), empty when not causal."""
+        h = F.glu(self.pointwise_in(x.transpose(1, 2)), dim=1)  # (B, 2D, T) -> (B, D, T)
+        if pad_mask is not None:
+            h = h.masked_fill(~pad_mask[:, None, :], 0.0)
+        if cache is not None:
+            if not self.causal:
+                raise ValueError("a convolution cache needs causal=True")
+            h = torch.cat([cache, h], dim=2)  # (B, D, K - 1 + T)
+        else:
+            h = F.pad(h, (self.left, self.right))  # (B, D, K - 1 + T)
+        new_cache = h[:, :, h.size(2) - self.left :] if self.causal else h[:, :, :0]
+        h = self.depthwise(h)  # (B, D, T)
+        if isinstance(self.norm, nn.LayerNorm):
+            h = self.norm(h.transpose(1, 2)).transpose(1, 2)
+        else:
+            h = self.norm(h)
+        return self.pointwise_out(F.silu(h)).transpose(1, 2), new_cache  # (B, T, D)
+
+
+@dataclass
+class ConformerLayerState:
+    """Streaming cache of one block: attention keys/values (B, H, P, E) and conv inputs (B, D, K - 1)."""
+
+    attn: KVCache
+    conv: Tensor
+
+    def reorder(self, indices: Tensor) -> ConformerLayerState:
+        return ConformerLayerState(self.attn.reorder(indices), self.conv.index_select(0, indices))
+
+
+class ConformerBlock(nn.Module):
+    """x + FFN/2 -> + MHSA -> + conv -> + FFN/2 -> LayerNorm, all sublayers pre-LN. (B, T, D) -> (B, T, D)."""
+
+    def __init__(
+        self, dim: int, heads: int, ffn_dim: int, kernel_size: int, *, dropout: float = 0.1,
+        attention_dropout: float = 0.0, causal: bool = False, conv_norm: str = "layer",
+    ) -> None:
+        super().__init__()
+        self.ffn1 = FeedForward(dim, ffn_dim, dropout=dropout, activation="swish")
+        self.attn = RelPositionMultiHeadAttention(dim, heads, dropout=attention_dropout)
+        self.conv = ConvolutionModule(dim, kernel_size, causal=causal, norm=conv_norm)
+        self.ffn2 = FeedForward(dim, ffn_dim, dropout=dropout, activation="swish")
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(5))  # ffn1, attn, conv, ffn2, final
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, pos: Tensor, mask: Tensor | None, pad_mask: Tensor | None,
+        state: ConformerLayerState | None = None,
+    ) -> tuple[Tensor, ConformerLayerState]:
+        """x (B, T, D), pos (R, D), mask (B, 1, T|1, S), pad_mask (B, T). Returns (B, T, D) and the
+        caches to pass with the next chunk (whole sequence here; a streaming caller trims them)."""
+        ffn1, attn, conv, ffn2, final = self.norms
+        x = x + 0.5 * self.dropout(self.ffn1(ffn1(x)))
+        y, kv = self.attn(attn(x), pos, mask, None if state is None else state.attn)
+        x = x + self.dropout(y)
+        y, conv_cache = self.conv(conv(x), pad_mask, None if state is None else state.conv)
+        x = x + self.dropout(y)
+        x = x + 0.5 * self.dropout(self.ffn2(ffn2(x)))
+        return final(x), ConformerLayerState(kv, conv_cache)
+
+
+def encoder_masks(lengths: Tensor, size: int, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Frame counts (B,) [+ extra bool mask (T, S) or (B, T, S), e.g. ``chunk_mask``] -> attention mask
+    (B, 1, T|1, S) and padding mask (B, T). Query rows left with no key see all keys (finite softmax)."""
+    pad = padding_mask(lengths, size)  # (B, T)
+    attn = attention_mask(pad)  # (B, 1, 1, S)
+    if mask is not None:
+        extra = mask[None, None] if mask.dim() == 2 else mask[:, None]  # (B|1, 1, T, S)
+        attn = _attendable(attn & extra)
+    elif bool((lengths == 0).any()):
+        attn = _attendable(attn)
+    return attn, pad
+
+
+class ConformerEncoder(nn.Module):
+    """Subsampling -> x * sqrt(D) -> Conformer blocks with relative positions. icefall encoder interface."""
+
+    def __init__(
+        self, input_dim: int, dim: int, *, heads: int, layers: int, ffn_dim: int, kernel_size: int,
+        subsampling: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0, causal: bool = False,
+        subsampling_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        self.subsampling = Conv2dSubsampling(input_dim, dim, subsampling, channels=subsampling_channels)
+        self.blocks = nn.ModuleList(
+            ConformerBlock(dim, heads, ffn_dim, kernel_size, dropout=dropout,
+                           attention_dropout=attention_dropout, causal=causal)
+            for _ in range(layers)
+        )
+        self.dim = dim
+        self.dropout = nn.Dropout(dropout)
+
+    def encode(self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """feats (B, T, F), feat_lens (B,), optional bool mask (T', T') or (B, T', T') ANDed with padding
+        -> out (B, T', D) with zeros on padded frames, out_lens (B,)."""
+        x = self.subsampling(feats)  # (B, T', D)
+        out_lens = self.subsampling.output_lengths(feat_lens)
+        attn, pad = encoder_masks(out_lens, x.size(1), mask)
+        x = self.dropout(x * math.sqrt(self.dim))
+        pos = self.dropout(relative_positions(x.size(1), x.size(1), self.dim, x.device))  # (2T' - 1, D)
+        for block in self.blocks:
+            x, _ = block(x, pos, attn, pad)
+        return x.masked_fill(~pad[..., None], 0.0), out_lens
+
+
+class TransformerSpeechEncoder(nn.Module):
+    """Subsampling -> x * sqrt(D) + absolute sinusoids -> pre-LN Transformer layers -> LayerNorm."""
+
+    def __init__(
+        self, input_dim: int, dim: int, *, heads: int, layers: int, ffn_dim: int,
+        subsampling: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0, subsampling_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        self.subsampling = Conv2dSubsampling(input_dim, dim, subsampling, channels=subsampling_channels)
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, heads, ffn_dim, dropout=dropout, attention_dropout=attention_dropout)
+            for _ in range(layers)
+        )
+        self.final_norm = nn.LayerNorm(dim)
+        self.dim = dim
+        self.dropout = nn.Dropout(dropout)
+
+    def encode(self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Same contract as ``ConformerEncoder.encode``."""
+        x = self.subsampling(feats)  # (B, T', D)
+        out_lens = self.subsampling.output_lengths(feat_lens)
+        attn, pad = encoder_masks(out_lens, x.size(1), mask)
+        positions = sinusoids(torch.arange(x.size(1), device=x.device), self.dim)  # (T', D)
+        x = self.dropout(x * math.sqrt(self.dim) + positions)
+        for layer in self.layers:
+            x = layer(x, attn)
+        return self.final_norm(x).masked_fill(~pad[..., None], 0.0), out_lens
+

@@ -1,0 +1,75 @@
+"""Convolutional front-end that shortens feature sequences by 4, 6 or 8 (WeNet/ESPnet ``Conv2dSubsampling``).
+
+Dimension letters: B batch, T input frames, F feature bins, T' output frames, F' remaining feature
+bins, C channels (= D), D model size.
+
+The convolutions use no padding, so output frame t sees exactly input frames
+[t * factor, t * factor + receptive_field): padding appended after a sequence never changes its
+valid outputs, and a streaming front-end can feed ``(n - 1) * factor + receptive_field`` frames to
+get n outputs.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+# factor -> (kernel, stride) of each time/frequency convolution
+LAYOUTS: dict[int, list[tuple[int, int]]] = {
+    4: [(3, 2), (3, 2)],
+    6: [(3, 2), (5, 3)],
+    8: [(3, 2), (3, 2), (3, 2)],
+}
+
+
+def conv_lengths(lengths: Tensor | int, layout: list[tuple[int, int]]) -> Tensor | int:
+    """Exact output size after unpadded convolutions: (T - k) // s + 1 per layer."""
+    for kernel, stride in layout:
+        lengths = (lengths - kernel) // stride + 1
+    return lengths
+
+
+class Conv2dSubsampling(nn.Module):
+    """(B, T, F) features -> (B, T', D) with T' = output_lengths(T), about T / factor."""
+
+    def __init__(self, input_dim: int, dim: int, factor: int = 4, *, channels: int = 0) -> None:
+        """``channels``: convolution channels (0 = ``dim``, as in WeNet/ESPnet; fewer is much cheaper,
+        since the first convolutions run at nearly the full frame rate)."""
+        super().__init__()
+        if factor not in LAYOUTS:
+            raise ValueError(f"subsampling factor must be one of {sorted(LAYOUTS)}, got {factor}")
+        self.layout = LAYOUTS[factor]
+        self.factor = factor
+        freq = conv_lengths(input_dim, self.layout)
+        assert isinstance(freq, int)
+        if freq < 1:
+            raise ValueError(f"input_dim {input_dim} is too small for subsampling by {factor}")
+        width = channels or dim
+        layers: list[nn.Module] = []
+        previous = 1
+        for kernel, stride in self.layout:
+            layers += [nn.Conv2d(previous, width, kernel, stride), nn.ReLU()]
+            previous = width
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(width * freq, dim)
+        # frames after the first one that output frame 0 needs: sum of (k - 1) * (product of earlier strides)
+        right, stride_product = 0, 1
+        for kernel, stride in self.layout:
+            right += (kernel - 1) * stride_product
+            stride_product *= stride
+        self.right_context = right
+        self.receptive_field = right + 1
+        self.min_frames = self.receptive_field  # the smallest input that yields one output frame
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """(B,) input frame counts -> (B,) output frame counts (0 when shorter than the receptive field)."""
+        out = conv_lengths(lengths, self.layout)
+        assert isinstance(out, Tensor)
+        return out.clamp(min=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, T, F) -> (B, T', D)."""
+        if x.size(1) < self.receptive_field:
+            raise ValueError(f"{x.size(1)} frames are fewer than the receptive field {self.receptive_field}")
+        h = self.conv(x[:, None])  # (B, C, T', F')
+        b, c, t, f = h.shape
+        return self.out(h.transpose(1, 2).reshape(b, t, c * f))  # (B, T', C * F') -> (B, T', D)
