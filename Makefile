@@ -2,7 +2,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install system-deps run test lint typecheck bench clean
+
+# Debian packages for the TTS captions dataset (espeak-ng, flite, festival + a voice). Installed only
+# when missing and when we may (root or passwordless sudo); the tests that need them skip otherwise.
+TTS_PACKAGES := espeak-ng flite festival festvox-kallpc16k
+system-deps:
+	@if command -v espeak-ng >/dev/null && command -v flite >/dev/null && command -v festival >/dev/null; then \
+		echo "system packages present: $(TTS_PACKAGES)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TTS_PACKAGES); \
+	elif sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TTS_PACKAGES); \
+	else \
+		echo "note: cannot install $(TTS_PACKAGES) (not root); TTS tests will skip"; \
+	fi
 
 $(STAMP): pyproject.toml
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
@@ -15,7 +29,7 @@ install: $(STAMP)
 run: install
 	$(PY) -m transduce.cli.demo
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q
 
 lint: install

@@ -81,7 +81,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     """Label smoothing epsilon."""
     precision: str = "fp32"
-    """fp32 or bf16 (autocast, fp32 master weights)."""
+    """fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling); master weights stay fp32."""
     seed: int = 1
     """Seed for initialization, shuffling and dropout."""
     threads: int = 0
@@ -188,7 +188,8 @@ class CTCDecodeConfig:
 @dataclass(kw_only=True)
 class RunConfig:
     """A whole recipe. ``task`` picks the section types: translation (Transformer
-    encoder-decoder on parallel text) or ctc (speech recognition with a CTC head)."""
+    encoder-decoder on parallel text), rnn_translation (attentional RNN encoder-decoder on
+    parallel text) or ctc (speech recognition with a CTC head)."""
 
     task: str = "translation"
     data: Any = field(default_factory=DataConfig)
@@ -200,13 +201,17 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "model": TransformerConfig, "optim": OptimConfig,
             "train": TrainConfig, "decode": DecodeConfig}
-TASKS = ("translation", "ctc")
+TASKS = ("translation", "rnn_translation", "ctc")
 
 
 def task_sections(task: str) -> dict[str, type]:
     """The dataclass of each recipe section for ``task``."""
     if task == "translation":
         return SECTIONS
+    if task == "rnn_translation":
+        from transduce.models.rnn import RNNConfig
+
+        return {**SECTIONS, "model": RNNConfig}
     if task == "ctc":
         from transduce.models.ctc import CTCModelConfig
 

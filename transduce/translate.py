@@ -14,6 +14,7 @@ from transduce.config import DecodeConfig, RunConfig, from_dict
 from transduce.data.tokenizer import PAD
 from transduce.decoding.corpus import search_corpus
 from transduce.decoding.hypothesis import Hypothesis
+from transduce.models import rnn
 from transduce.models.transformer import TransformerSeq2Seq, build, tied_aliases
 from transduce.train.corpus import Tokenizers
 
@@ -28,14 +29,18 @@ def resolve_model_dir(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no model.safetensors here or in {path / 'model'}")
 
 
-def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq, Tokenizers, RunConfig, dict]:
+def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq | rnn.RNNSeq2Seq, Tokenizers, RunConfig, dict]:
     folder = resolve_model_dir(path)
     cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
     toks = Tokenizers.load(folder, cfg.data.joint_vocab)
-    model = build(cfg.model, len(toks.src), len(toks.tgt), PAD)
+    model: TransformerSeq2Seq | rnn.RNNSeq2Seq
+    if cfg.task == "rnn_translation":
+        model, aliases = rnn.build_rnn(cfg.model, len(toks.src), len(toks.tgt), PAD), rnn.tied_aliases(cfg.model)
+    else:
+        model, aliases = build(cfg.model, len(toks.src), len(toks.tgt), PAD), tied_aliases(cfg.model)
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    if unexpected or set(missing) - tied_aliases(cfg.model):
+    if unexpected or set(missing) - aliases:
         raise ValueError(f"{folder}: weights do not match config (missing {missing}, unexpected {unexpected})")
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
@@ -45,7 +50,7 @@ def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq, Tokenizers, Ru
 class Translator:
     """A loaded translation model with its tokenizers and default search settings."""
 
-    def __init__(self, model: TransformerSeq2Seq, tokenizers: Tokenizers, config: RunConfig,
+    def __init__(self, model: TransformerSeq2Seq | rnn.RNNSeq2Seq, tokenizers: Tokenizers, config: RunConfig,
                  card: dict | None = None, device: str = "cpu") -> None:
         self.model, self.tokenizers, self.config = model.to(device), tokenizers, config
         self.card = card or {}

@@ -1,4 +1,5 @@
-"""``make run``: translate the bundled example sentences with the bundled model, offline."""
+"""``make run``: with the bundled models, offline: translate the example sentences, and
+transcribe the example recordings."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from transduce.translate import Translator
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> int:
+def translate_examples() -> None:
     model_dir = ROOT / "models" / "multi30k-en-de"
     examples = (ROOT / "examples" / "en-de.en").read_text().splitlines()
     started = time.perf_counter()
@@ -25,7 +26,28 @@ def main() -> int:
     for src, out in zip(examples, outputs, strict=False):
         print(f"  en: {src}\n  de: {out}\n")
     print(f"{len(examples)} sentences, beam 5: load {loaded - started:.2f}s, "
-          f"translate {done - loaded:.2f}s ({len(examples) / (done - loaded):.1f} sentences/s)")
+          f"translate {done - loaded:.2f}s ({len(examples) / (done - loaded):.1f} sentences/s)\n")
+
+
+def transcribe_examples(model_name: str, folder: Path) -> None:
+    from transduce.metrics.wer import wer
+    from transduce.recognize import Recognizer
+
+    model_dir = ROOT / "models" / model_name
+    rows = [line.split("\t") for line in (folder / "transcripts.tsv").read_text().splitlines()]
+    recognizer = Recognizer.load(model_dir)
+    started = time.perf_counter()
+    hyps = recognizer.transcribe([folder / name for name, _ in rows])
+    seconds = time.perf_counter() - started
+    print(f"model: {model_dir.relative_to(ROOT)} (dev WER {recognizer.card.get('dev', {}).get('wer', '?')}%)")
+    for (name, ref), hyp in zip(rows, hyps, strict=True):
+        print(f"  {name}\n    heard: {hyp}\n    said:  {ref}")
+    print(f"{len(rows)} recordings: WER {wer(hyps, [r for _, r in rows]):.1f}%, {seconds:.2f}s\n")
+
+
+def main() -> int:
+    translate_examples()
+    transcribe_examples("digits-conformer-ctc", ROOT / "examples" / "digits")
     return 0
 
 

@@ -12,6 +12,7 @@ import yaml
 from safetensors.torch import save_file
 
 from transduce.config import RunConfig, from_dict, to_dict
+from transduce.models import rnn
 from transduce.models.transformer import tied_aliases
 from transduce.train import checkpoint as ckpt
 from transduce.train.corpus import Tokenizers
@@ -39,6 +40,8 @@ def model_files(cfg: RunConfig, run_dir: Path) -> list[Path]:
 
 def weight_aliases(cfg: RunConfig) -> set[str]:
     """Parameter names stored once because they are tied to another."""
+    if cfg.task == "rnn_translation":
+        return rnn.tied_aliases(cfg.model)
     return tied_aliases(cfg.model) if cfg.task == "translation" else set()
 
 

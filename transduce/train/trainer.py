@@ -29,6 +29,7 @@ from transduce.train import checkpoint as ckpt
 from transduce.train.distributed import init_distributed, wrap_for_parallel
 from transduce.train.export import export_model
 from transduce.train.interrupt import GracefulStop
+from transduce.train.precision import Precision
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
 from transduce.train.tasks import Task, TrainBatch, make_task
@@ -45,6 +46,7 @@ class Progress:
     bad_evals: int = 0
     train_seconds: float = 0.0
     skipped_nonfinite: int = 0
+    skipped_overflow: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -75,8 +77,6 @@ class Trainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         if cfg.train.parallel not in ("ddp", "fsdp"):
             raise ConfigError(f"train.parallel: {cfg.train.parallel!r} is not ddp or fsdp")
-        if cfg.train.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision: {cfg.train.precision!r} is not fp32 or bf16")
         learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
         self.device = resolve_device(cfg.train.device)
         self.dist = init_distributed(self.device.type)
@@ -85,8 +85,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.log = log if self.dist.is_main else _quiet  # only rank 0 talks, draws and writes
         self.show_progress = show_progress and self.dist.is_main
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                         if cfg.train.precision == "bf16" else nullcontext())
+        self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
+        self.precision = Precision(cfg.train.precision, self.device.type, sharded=self.sharded)
+        self.autocast = self.precision.autocast
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         tune_malloc()
@@ -101,7 +102,6 @@ class Trainer:
         self.model = self.task.build_model().to(self.device)
         self.state = Progress()
         self._bad_in_a_row = 0
-        self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
         self._eval_copy: torch.nn.Module | None = None
         self.step_module = wrap_for_parallel(self.task.loss_module(self.model, self.autocast),
                                              self.dist, cfg.train.parallel, self.device)
@@ -126,6 +126,7 @@ class Trainer:
         model_state, optim_state = get_state_dict(self.model, self.optimizer)  # collective if sharded
         extras = {"progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
                   "rank_rngs": self.dist.gather(torch.get_rng_state()),  # dropout streams of every rank
+                  "scaler": self.precision.state_dict(),
                   "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}
         if self.sharded:
             path = self.ckpt_dir / stem
@@ -154,6 +155,7 @@ class Trainer:
                            optim_state_dict=payload["optimizer"],
                            options=StateDictOptions(full_state_dict=True))  # each rank takes its shard
             self.state = Progress(**payload["progress"])
+            self.precision.load_state_dict(payload.get("scaler", {}))
             self._restore_rng(payload)
             if self.device.type == "cuda" and payload.get("cuda_rng"):
                 torch.cuda.set_rng_state_all(payload["cuda_rng"])
@@ -195,7 +197,7 @@ class Trainer:
                 batch = batch.to(self.device)
                 loss, nll = self.step_module(*batch.inputs())
                 # DDP averages gradients over ranks: scale by W so the result is sum / tokens
-                (loss * self.dist.world / tokens).backward()
+                self.precision.backward(loss * self.dist.world / tokens)
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
         loss_sum, nll_sum = self.dist.sum([loss_sum, nll_sum], self.device)
         if not math.isfinite(loss_sum):
@@ -204,10 +206,13 @@ class Trainer:
         lr = learning_rate(self.cfg.optim, self.state.update + 1)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        if self.cfg.train.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_norm)
-        self.optimizer.step()
+        applied = self.precision.step(self.optimizer, self.model.parameters(), self.cfg.train.clip_norm)
         self.optimizer.zero_grad(set_to_none=True)
+        if not applied:
+            self.state.skipped_overflow += 1
+            self.log(f"fp16 gradient overflow at update {self.state.update + 1}: step skipped, loss scale now "
+                     f"{self.precision.scaler.get_scale():g} ({self.state.skipped_overflow} skipped in all)")
+            return {}
         self.state.update += 1
         return {"loss": loss_sum / tokens / math.log(2), "nll": nll_sum / tokens / math.log(2),
                 "lr": lr, "tokens": tokens}
@@ -279,7 +284,8 @@ class Trainer:
         """``stats``: loss and nll averaged over the log window's tokens, the window's tokens."""
         bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
         self._record({"kind": "train", **stats, "tokens_per_s": round(speed), "epoch": self.state.epoch,
-                      "skipped_nonfinite": self.state.skipped_nonfinite})
+                      "skipped_nonfinite": self.state.skipped_nonfinite,
+                      "skipped_overflow": self.state.skipped_overflow})
 
     def _checkpoint_and_maybe_stop(self, bar: tqdm) -> bool:
         """Evaluate, save; True when early stopping says to stop."""

@@ -1,4 +1,5 @@
-"""Translation: parallel text, the Transformer encoder-decoder, dev loss and BLEU."""
+"""Translation: parallel text, the Transformer (task translation) or RNN (task rnn_translation)
+encoder-decoder, dev loss and BLEU."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import nn
 from transduce.config import ConfigError, RunConfig
 from transduce.data.batching import Batch, iterate_batches, make_batches
 from transduce.data.tokenizer import PAD
+from transduce.models.rnn import RNNSeq2Seq, build_rnn
 from transduce.models.transformer import TransformerSeq2Seq, build
 from transduce.train.corpus import Corpus, Tokenizers, load_corpus
 from transduce.train.distributed import DistContext
@@ -26,9 +28,11 @@ class TranslationTask:
         self.cfg, self.run_dir = cfg, run_dir
         self.corpus: Corpus = load_corpus(cfg.data, run_dir, log)
 
-    def build_model(self) -> TransformerSeq2Seq:
+    def build_model(self) -> TransformerSeq2Seq | RNNSeq2Seq:
         toks = self.corpus.tokenizers
         try:
+            if self.cfg.task == "rnn_translation":
+                return build_rnn(self.cfg.model, len(toks.src), len(toks.tgt), PAD)
             return build(self.cfg.model, len(toks.src), len(toks.tgt), PAD)
         except ValueError as err:
             raise ConfigError(f"model: {err}") from None
