@@ -49,6 +49,13 @@ def timed(fn: Callable[..., T], *args: object, **kwargs: object) -> tuple[T, flo
     return result, time.perf_counter() - started
 
 
+def best_of(repeat: int, fn: Callable[..., T], *args: object, **kwargs: object) -> tuple[T, float]:
+    """fn(*args, **kwargs) run ``repeat`` times: the last result and the fewest seconds (the least
+    disturbed run on a busy machine, as ``timeit`` advises)."""
+    runs = [timed(fn, *args, **kwargs) for _ in range(max(1, repeat))]
+    return runs[-1][0], min(seconds for _, seconds in runs)
+
+
 def python_command() -> str:
     """This interpreter, relative to the repository when it lives inside it (``.venv/bin/python``)."""
     exe = Path(sys.executable)

@@ -19,7 +19,8 @@ seed. Throughput = audio seconds in the batches per wall second.
 (b) Decoding the --model on the first --limit utterances with --threads threads (default 1):
 the whole of ``Recognizer.transcribe`` with greedy search from waveforms already in memory (the
 baseline row), then its stages alone: features, model forward on the same length-sorted batches,
-greedy search over the stored log-probs. Real-time factor = seconds / audio seconds.
+greedy search over the stored log-probs. Real-time factor = seconds / audio seconds; each (b) and
+(c) row is the fastest of --repeat runs (the least disturbed on a busy machine).
 (c) Features on the same waveforms: our Fbank vs lhotse's Wav2LogFilterBank configured to the
 same Kaldi settings (the largest difference between the two is printed), and ``load_audio``
 (soundfile + checks) at the file's rate, and with soxr HQ resampling to --resample-rate.
@@ -35,7 +36,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
-from asr_common import DEFAULT_MANIFEST, DEFAULT_MODEL, load_subset, timed
+from asr_common import DEFAULT_MANIFEST, DEFAULT_MODEL, best_of, load_subset, timed
 from common import REPO, machine_line
 from torch import Tensor
 
@@ -130,20 +131,20 @@ def bench_decoding(args: argparse.Namespace, waves: list[Tensor], audio_s: float
     rec = Recognizer.load(args.model)
     batch = args.batch_size or rec.config.decode.batch_size
     print(f"\n(b) decoding {args.model}: {len(waves)} utterances, greedy search, batches of {batch} "
-          f"(sorted by length), {args.threads} threads")
+          f"(sorted by length), {args.threads} threads, fastest of {args.repeat} runs per row")
     rec.transcribe(waves[:4], beam=1, batch_size=batch)  # warm-up
     print(HEADER)
-    _, whole = timed(rec.transcribe, waves, beam=1, batch_size=batch)
+    _, whole = best_of(args.repeat, rec.transcribe, waves, beam=1, batch_size=batch)
     base = row("transcribe (features + model + greedy)", audio_s, whole, None)
-    feats, seconds = timed(lambda: [rec.features(w) for w in waves])
+    feats, seconds = best_of(args.repeat, lambda: [rec.features(w) for w in waves])
     row("  features only", audio_s, seconds, base)
     stages = [seconds]
     order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
     chunks = [[feats[i] for i in order[s : s + batch]] for s in range(0, len(order), batch)]
-    outputs, seconds = timed(lambda: [rec.log_probs(c) for c in chunks])
+    outputs, seconds = best_of(args.repeat, lambda: [rec.log_probs(c) for c in chunks])
     row("  model only (padding + forward)", audio_s, seconds, base)
     stages.append(seconds)
-    _, seconds = timed(lambda: [ctc_greedy(lp, lens) for lp, lens in outputs])
+    _, seconds = best_of(args.repeat, lambda: [ctc_greedy(lp, lens) for lp, lens in outputs])
     row("  greedy search only", audio_s, seconds, base)
     stages.append(seconds)
     shares = ", ".join(f"{name} {100 * t / whole:.0f}%" for name, t in zip(("features", "model", "search"), stages,
@@ -171,17 +172,22 @@ def bench_features(args: argparse.Namespace, utts: list[Utterance], waves: list[
     cfg = FbankConfig(num_mel_bins=args.mel_bins)
     ours, theirs = Fbank(cfg), lhotse_fbank(cfg).eval()
     ours(waves[0]), theirs(waves[0][None])  # warm-up
-    print(f"\n(c) {args.mel_bins}-bin log-mel filterbank, one utterance at a time, {args.threads} threads")
+    print(f"\n(c) {args.mel_bins}-bin log-mel filterbank, one utterance at a time, {args.threads} threads, "
+          f"fastest of {args.repeat} runs per row")
     print(HEADER)
-    mine, seconds = timed(lambda: [ours(w) for w in waves])
-    base = row("transduce Fbank", audio_s, seconds, None)
-    ref, seconds = timed(lambda: [theirs(w[None])[0] for w in waves])
-    lhotse_rate = row("lhotse Wav2LogFilterBank", audio_s, seconds, base)
+    ours_s, theirs_s = [], []
+    for _ in range(max(1, args.repeat)):  # alternate, so that load changes hit both alike
+        mine, seconds = timed(lambda: [ours(w) for w in waves])
+        ours_s.append(seconds)
+        ref, seconds = timed(lambda: [theirs(w[None])[0] for w in waves])
+        theirs_s.append(seconds)
+    base = row("transduce Fbank", audio_s, min(ours_s), None)
+    lhotse_rate = row("lhotse Wav2LogFilterBank", audio_s, min(theirs_s), base)
     diff = max(float((a - b).abs().max()) for a, b in zip(mine, ref, strict=True))
     print(f"largest |ours - lhotse| over all frames and bins: {diff:.2e}")
-    _, seconds = timed(lambda: [load_audio(u.audio, 16000) for u in utts])
+    _, seconds = best_of(args.repeat, lambda: [load_audio(u.audio, 16000) for u in utts])
     row("load_audio, 16 kHz (= file rate)", audio_s, seconds, base)
-    _, seconds = timed(lambda: [load_audio(u.audio, args.resample_rate) for u in utts])
+    _, seconds = best_of(args.repeat, lambda: [load_audio(u.audio, args.resample_rate) for u in utts])
     row(f"load_audio + soxr HQ to {args.resample_rate} Hz", audio_s, seconds, base)
     return f"Fbank {base / lhotse_rate:.2f}x lhotse's speed"
 
@@ -200,6 +206,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mel-bins", type=int, default=80, help="filterbank size for (c)")
     parser.add_argument("--resample-rate", type=int, default=8000, help="target rate of the resampling row")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each (b) and (c) row; the fastest counts")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, decode, features")
     return parser.parse_args()
 

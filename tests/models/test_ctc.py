@@ -129,3 +129,21 @@ def test_tiny_conformer_learns_synthetic_symbols():
         hyps = ctc_greedy(*model(feats, lengths))
     error = cer([" ".join(map(str, h.tokens)) for h in hyps], [" ".join(map(str, s)) for s in seqs])
     assert error < 5.0, error
+
+
+def test_utterance_mean_norm_ignores_padding_and_removes_channel_offsets() -> None:
+    """Each utterance loses its own mean over real frames (so a constant per-bin offset, like a
+    microphone's coloration, vanishes), whatever padding the batch adds."""
+    from transduce.models.ctc import utterance_mean_norm
+
+    torch.manual_seed(0)
+    a, b = torch.randn(7, 5), torch.randn(4, 5)
+    batch = torch.zeros(2, 7, 5)
+    batch[0], batch[1, :4] = a, b
+    batch[1, 4:] = 100.0  # garbage in padding must not leak into the mean
+    out = utterance_mean_norm(batch, torch.tensor([7, 4]))
+    torch.testing.assert_close(out[0], a - a.mean(0))
+    torch.testing.assert_close(out[1, :4], b - b.mean(0))
+    assert torch.all(out[1, 4:] == 0)
+    shifted = utterance_mean_norm(batch + torch.arange(5.0), torch.tensor([7, 4]))
+    torch.testing.assert_close(shifted[0], out[0])

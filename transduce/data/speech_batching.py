@@ -76,7 +76,9 @@ class SpeechCollator:
 
     def __init__(self, utts: Sequence[Utterance], targets: Sequence[list[int]], *, fbank: FbankConfig,
                  augment: AugmentConfig | None = None, cmvn: CMVNStats | None = None,
-                 seed: int = 0, epoch: int = 0) -> None:
+                 utterance_norm: bool = False, seed: int = 0, epoch: int = 0) -> None:
+        """``cmvn`` (and ``utterance_norm``): how the model normalizes, so SpecAugment masks land on 0
+        after normalization."""
         if augment is not None and cmvn is None:
             raise ValueError("SpecAugment needs the CMVN statistics (masks are set to the mean)")
         self.utts, self.targets, self.augment = utts, targets, augment
@@ -85,6 +87,7 @@ class SpeechCollator:
         self.mean = cmvn.mean.float() if cmvn is not None else None
         self.std = cmvn.std.float() if cmvn is not None else None
         self.seed, self.epoch = seed, epoch
+        self.utterance_norm = utterance_norm
 
     def features(self, i: int, generator: torch.Generator | None) -> Tensor:
         """(T, F) filterbank of utterance ``i`` (augmented when a generator is given)."""
@@ -95,8 +98,9 @@ class SpeechCollator:
             feats = self.fbank(wave)
         if generator is not None and self.augment is not None and feats.size(0) > 0:
             assert self.mean is not None and self.std is not None
-            normalized = spec_augment((feats - self.mean) / self.std, self.augment.spec, generator)
-            feats = normalized * self.std + self.mean
+            offset = self.mean + (feats.mean(0) if self.utterance_norm else 0.0)
+            normalized = spec_augment((feats - offset) / self.std, self.augment.spec, generator)
+            feats = normalized * self.std + offset
         return feats
 
     def __call__(self, indices: Sequence[int]) -> SpeechBatch:

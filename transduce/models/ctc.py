@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
+from transduce.nn.masks import padding_mask
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
 
 BLANK = 0
@@ -48,21 +49,35 @@ class CTCModelConfig:
     """Dropout on attention weights."""
     causal_conv: bool = False
     """Left-only depthwise convolution (needed for streaming; conformer only)."""
+    utterance_norm: bool = False
+    """Subtract each utterance's mean feature vector (over its real frames) before the global CMVN:
+    removes the microphone/gain differences between recordings. Needs the whole utterance."""
+
+
+def utterance_mean_norm(feats: Tensor, feat_lens: Tensor) -> Tensor:
+    """feats (B, T, F) minus each utterance's mean over its real frames; padding stays 0."""
+    real = padding_mask(feat_lens, feats.size(1))[..., None]  # (B, T, 1)
+    mean = (feats * real).sum(1, keepdim=True) / feat_lens[:, None, None].clamp(min=1)  # (B, 1, F)
+    return (feats - mean) * real
 
 
 class CTCModel(nn.Module):
-    """normalizer (e.g. ``GlobalCMVN``) -> encoder -> linear head over V tokens."""
+    """[utterance mean norm] -> normalizer (e.g. ``GlobalCMVN``) -> encoder -> linear head over V tokens."""
 
     def __init__(
-        self, encoder: ConformerEncoder | TransformerSpeechEncoder, head: nn.Linear, normalizer: nn.Module | None = None
+        self, encoder: ConformerEncoder | TransformerSpeechEncoder, head: nn.Linear,
+        normalizer: nn.Module | None = None, *, utterance_norm: bool = False,
     ) -> None:
         super().__init__()
         self.normalizer = nn.Identity() if normalizer is None else normalizer
         self.encoder = encoder
         self.head = head
+        self.utterance_norm = utterance_norm
 
     def encode(self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """feats (B, T, F), feat_lens (B,) [, attention mask (T', T')] -> out (B, T', D), out_lens (B,)."""
+        if self.utterance_norm:
+            feats = utterance_mean_norm(feats, feat_lens)
         return self.encoder.encode(self.normalizer(feats), feat_lens, mask)
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,4 +137,4 @@ def build_ctc(cfg: CTCModelConfig, vocab_size: int, normalizer: nn.Module | None
             subsampling=cfg.subsampling, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
             subsampling_channels=cfg.subsampling_channels,
         )
-    return CTCModel(encoder, nn.Linear(cfg.dim, vocab_size), normalizer)
+    return CTCModel(encoder, nn.Linear(cfg.dim, vocab_size), normalizer, utterance_norm=cfg.utterance_norm)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from transduce.nn.rnn import Bridge, RNNDecoder, RNNDecoderState, RNNEncoder, make_rnn
+from transduce.nn.rnn import Bridge, RNNDecoder, RNNDecoderState, RNNEncoder, StackedCell, make_rnn
 from transduce.nn.rnn_attention import build_attention
 
 
@@ -39,15 +39,16 @@ class RNNConfig:
     attention: str = "additive"
     """dot, general (Luong), additive (Bahdanau), location (Chorowski) or multihead_additive."""
     attention_dim: int = 0
-    """Energy size of the additive attentions (0 = hidden)."""
+    """Energy size of the additive attentions, all heads together (0 = hidden)."""
     heads: int = 4
-    """Heads of multihead_additive attention; must divide hidden."""
+    """Heads of multihead_additive attention; must divide hidden and attention_dim."""
     input_feeding: bool = True
     """Feed the previous attentional output into the decoder RNN (Luong)."""
     coverage: bool = False
     """Feed the running sum of past attention weights into the additive energy (Tu et al. 2016)."""
     coverage_loss_weight: float = 0.0
-    """Weight of the See et al. 2017 coverage loss (see ``coverage_loss``; not yet added by the trainer)."""
+    """Weight of the See et al. 2017 coverage loss (``coverage_loss``); must stay 0 until the
+    training loss adds it (building a model with a nonzero weight fails rather than ignore it)."""
     dropout: float = 0.3
     """Dropout on embeddings, between RNN layers, on the memory and on attentional outputs."""
     share_embeddings: bool = False
@@ -115,6 +116,9 @@ def build_rnn(cfg: RNNConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -
         raise ValueError(
             f"model.share_embeddings needs one vocabulary, got {src_vocab} source / {tgt_vocab} target"
         )
+    if cfg.coverage_loss_weight:
+        raise ValueError("model.coverage_loss_weight: the coverage loss is not added to the training loss yet; "
+                         "leave it at 0 (transduce.models.rnn.coverage_loss computes it)")
     if cfg.bidirectional and cfg.hidden % 2:
         raise ValueError(f"model.hidden must be even for a bidirectional encoder, got {cfg.hidden}")
 
@@ -138,7 +142,7 @@ def build_rnn(cfg: RNNConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -
     if cfg.tie_embeddings:
         output.weight = tgt_emb.weight
     decoder = RNNDecoder(
-        tgt_emb, make_rnn(cfg.cell, rnn_input, cfg.hidden, cfg.decoder_layers, dropout=cfg.dropout), attention,
+        tgt_emb, StackedCell(cfg.cell, rnn_input, cfg.hidden, cfg.decoder_layers, dropout=cfg.dropout), attention,
         Bridge(encoder.output_dim, cfg.hidden, cfg.decoder_layers, lstm=cfg.cell == "lstm",
                bidirectional=cfg.bidirectional),
         nn.Linear(encoder.output_dim + cfg.hidden, out_dim, bias=False), output,

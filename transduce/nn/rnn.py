@@ -20,17 +20,47 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from transduce.nn.masks import padding_mask
+from transduce.nn.rnn_attention import RNNAttention
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+STEP_CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
 def make_rnn(cell: str, input_size: int, hidden_size: int, layers: int, *, bidirectional: bool = False,
              dropout: float = 0.0) -> nn.LSTM | nn.GRU:
-    """A batch-first stacked LSTM or GRU with dropout between layers."""
+    """A batch-first stacked LSTM or GRU with dropout between layers (for whole sequences)."""
     if cell not in CELLS:
         raise ValueError(f"unknown RNN cell {cell!r}; choose lstm or gru")
     return CELLS[cell](input_size, hidden_size, layers, batch_first=True, bidirectional=bidirectional,
                        dropout=dropout if layers > 1 else 0.0)
+
+
+class StackedCell(nn.Module):
+    """L LSTM or GRU cells run for one time step, dropout between layers. (A per-step cell is
+    several times cheaper on CPU than a one-step call of ``nn.LSTM``.)"""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, layers: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        if cell not in STEP_CELLS:
+            raise ValueError(f"unknown RNN cell {cell!r}; choose lstm or gru")
+        self.lstm = cell == "lstm"
+        sizes = [input_size] + [hidden_size] * (layers - 1)
+        self.cells = nn.ModuleList(STEP_CELLS[cell](size, hidden_size) for size in sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, hidden: Tensor, cell: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """x (N, I), hidden and cell (L, N, H) -> top output (N, H), new hidden, new cell."""
+        hiddens, cells = [], []
+        for i, layer in enumerate(self.cells):
+            if i:
+                x = self.dropout(x)
+            if cell is None:
+                x = layer(x, hidden[i])  # (N, H)
+            else:
+                x, c = layer(x, (hidden[i], cell[i]))
+                cells.append(c)
+            hiddens.append(x)
+        return x, torch.stack(hiddens), torch.stack(cells) if cells else None
 
 
 class RNNEncoder(nn.Module):
@@ -122,11 +152,12 @@ class RNNDecoderState:
 class RNNDecoder(nn.Module):
     """Attentional RNN decoder with optional input feeding, coverage and scheduled sampling."""
 
-    def __init__(self, embedding: nn.Embedding, rnn: nn.LSTM | nn.GRU, attention: nn.Module, bridge: Bridge,
+    def __init__(self, embedding: nn.Embedding, rnn: StackedCell, attention: RNNAttention, bridge: Bridge,
                  combine: nn.Linear, output: nn.Linear, *, dropout: float, input_feeding: bool,
                  coverage: bool, scheduled_sampling: float = 0.0) -> None:
         super().__init__()
-        self.embedding, self.rnn, self.attention, self.bridge = embedding, rnn, attention, bridge
+        self.embedding, self.rnn, self.bridge = embedding, rnn, bridge
+        self.attention: RNNAttention = attention  # an nn.Module: registered as a submodule
         self.combine, self.output = combine, output  # [context; query] (M + H) -> D;  D -> V
         self.dropout = nn.Dropout(dropout)
         self.input_feeding, self.coverage = input_feeding, coverage
@@ -149,10 +180,7 @@ class RNNDecoder(nn.Module):
         """x (N, E) embedded input -> attentional output (N, D) and the new state."""
         if state.feed is not None:
             x = torch.cat([x, state.feed], dim=-1)  # (N, E + D)
-        hx = state.hidden if state.cell is None else (state.hidden, state.cell)
-        y, hx = self.rnn(x[:, None, :], hx)  # (N, 1, H)
-        hidden, cell = (hx, None) if isinstance(hx, Tensor) else hx
-        query = y[:, 0]  # (N, H)
+        query, hidden, cell = self.rnn(x, state.hidden, state.cell)  # (N, H)
         context, weights = self.attention(query, state.keys, memory, state.mask,
                                           prev_weights=state.weights, coverage=state.coverage)
         out = self.dropout(torch.tanh(self.combine(torch.cat([context, query], dim=-1))))  # (N, D)
@@ -175,7 +203,8 @@ class RNNDecoder(nn.Module):
         state = self.init_state(memory, memory_lens)
         x = self.embed(tgt_in)  # (B, T, E)
         sampling = self.training and self.scheduled_sampling > 0
-        outs, weights = [], []
+        outs: list[Tensor] = []
+        weights: list[Tensor] = []
         for t in range(tgt_in.size(1)):
             inp = x[:, t]
             if sampling and t > 0:

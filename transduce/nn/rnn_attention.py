@@ -1,7 +1,7 @@
 """Attention for RNN decoders: one query vector per step against the encoder memory.
 
 Dimension letters: B batch (x beams), S source length, Q query size (decoder hidden),
-M memory size (encoder output), A attention (energy) size, H heads, E head size (M = H * E),
+M memory size (encoder output), A attention (energy) size, H heads, E = M / H value size per head,
 C location-conv channels. Masks are boolean, True = real source position (``nn/masks.py``).
 
 Every module has the same two calls:
@@ -19,6 +19,7 @@ softmax: exactly 0 on padding, and all 0 on a row with no real position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -140,35 +141,37 @@ class LocationAwareAttention(nn.Module):
 
 
 class MultiHeadAdditiveAttention(nn.Module):
-    """H additive attentions, each with its own energy and its own value projection
+    """H additive attentions, each with its own energy (size A / H) and its own value projection
     (M -> E = M / H); contexts are concatenated back to M. The returned weights (and so the
     coverage vector) are the mean over heads."""
 
     def __init__(self, query_dim: int, memory_dim: int, attention_dim: int, heads: int, *,
                  coverage: bool = False) -> None:
         super().__init__()
-        if memory_dim % heads:
-            raise ValueError(f"memory size {memory_dim} is not divisible by {heads} heads")
-        self.heads, self.attention_dim = heads, attention_dim
-        self.query_proj = nn.Linear(query_dim, heads * attention_dim, bias=False)
-        self.key_proj = nn.Linear(memory_dim, heads * attention_dim)
-        self.coverage_proj = nn.Linear(1, heads * attention_dim, bias=False) if coverage else None
-        self.v = nn.Parameter(torch.empty(heads, attention_dim).uniform_(-attention_dim**-0.5, attention_dim**-0.5))
+        for name, size in (("memory", memory_dim), ("attention", attention_dim)):
+            if size % heads:
+                raise ValueError(f"{name} size {size} is not divisible by {heads} heads")
+        self.heads, self.head_dim = heads, attention_dim // heads
+        self.query_proj = nn.Linear(query_dim, attention_dim, bias=False)
+        self.key_proj = nn.Linear(memory_dim, attention_dim)
+        self.coverage_proj = nn.Linear(1, attention_dim, bias=False) if coverage else None
+        bound = self.head_dim**-0.5
+        self.v = nn.Parameter(torch.empty(heads, self.head_dim).uniform_(-bound, bound))
         bound = memory_dim**-0.5
         self.value_proj = nn.Parameter(torch.empty(heads, memory_dim // heads, memory_dim).uniform_(-bound, bound))
 
     def prepare(self, memory: Tensor) -> Tensor:
-        return self.key_proj(memory)  # (B, S, H A)
+        return self.key_proj(memory)  # (B, S, A)
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor,
                 prev_weights: Tensor | None = None, coverage: Tensor | None = None) -> tuple[Tensor, Tensor]:
         b, s, _ = keys.shape
-        e = keys + self.query_proj(query)[:, None, :]  # (B, S, H A)
+        e = keys + self.query_proj(query)[:, None, :]  # (B, S, A)
         if self.coverage_proj is not None:
             if coverage is None:
                 raise ValueError("this attention was built with coverage=True: pass the coverage vector")
             e = e + self.coverage_proj(coverage[:, :, None])
-        e = torch.tanh(e).view(b, s, self.heads, self.attention_dim)  # (B, S, H, A)
+        e = torch.tanh(e).view(b, s, self.heads, self.head_dim)  # (B, S, H, A/H)
         scores = torch.einsum("bsha,ha->bhs", e, self.v)  # (B, H, S)
         weights = masked_softmax(scores, mask[:, None, :])  # (B, H, S)
         per_head = weights @ memory  # (B, H, S) @ (B, S, M) -> (B, H, M)
@@ -180,14 +183,14 @@ ATTENTIONS = ("dot", "general", "additive", "location", "multihead_additive")
 
 
 def build_attention(kind: str, query_dim: int, memory_dim: int, *, attention_dim: int, heads: int = 1,
-                    coverage: bool = False) -> nn.Module:
+                    coverage: bool = False) -> RNNAttention:
     """One attention module by name (``ATTENTIONS``). Coverage needs an additive energy."""
     if coverage and kind in ("dot", "general"):
         raise ValueError(f"coverage is fed into an additive energy: attention {kind!r} has none "
                          f"(use additive, location or multihead_additive)")
     if kind == "dot" and query_dim != memory_dim:
         raise ValueError(f"dot attention needs equal query and memory sizes, got {query_dim} and {memory_dim}")
-    builders = {
+    builders: dict[str, Callable[[], RNNAttention]] = {
         "dot": lambda: DotAttention(),
         "general": lambda: GeneralAttention(query_dim, memory_dim),
         "additive": lambda: AdditiveAttention(query_dim, memory_dim, attention_dim, coverage=coverage),

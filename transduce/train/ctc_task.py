@@ -44,16 +44,18 @@ def augment_config(data: SpeechDataConfig) -> AugmentConfig:
                          spec=spec)
 
 
-def estimate_cmvn(utts: list[Utterance], data: SpeechDataConfig, log: Callable[[str], None]) -> CMVNStats:
+def estimate_cmvn(utts: list[Utterance], data: SpeechDataConfig, log: Callable[[str], None],
+                  utterance_norm: bool = False) -> CMVNStats:
     """Global mean/variance over up to ``cmvn_utterances`` training utterances spread evenly
-    over the manifest (deterministic)."""
+    over the manifest (deterministic), after per-utterance mean removal when the model does it."""
     count = min(len(utts), data.cmvn_utterances)
     step = len(utts) / count
     fbank = Fbank(fbank_config(data))
     stats = CMVNStats(data.num_mel_bins)
     with torch.no_grad():
         for k in range(count):
-            stats.add(fbank(load_audio(utts[int(k * step)].audio, data.sample_rate)))
+            feats = fbank(load_audio(utts[int(k * step)].audio, data.sample_rate))
+            stats.add(feats - feats.mean(0) if utterance_norm else feats)
     log(f"CMVN estimated on {count} training utterances")
     return stats
 
@@ -100,7 +102,7 @@ class CTCTask:
         path = self.run_dir / "cmvn.json"
         if path.is_file():
             return CMVNStats.from_dict(json.loads(path.read_text()))
-        stats = estimate_cmvn(train, self.cfg.data, self.log)
+        stats = estimate_cmvn(train, self.cfg.data, self.log, self.cfg.model.utterance_norm)
         path.write_text(json.dumps(stats.to_dict()))
         return stats
 
@@ -141,7 +143,7 @@ class CTCTask:
     def iterate(self, batches: list[list[int]], *, epoch: int, start: int) -> Iterator[SpeechBatch]:
         collator = SpeechCollator(self.train, self.train_targets, fbank=self.fbank,
                                   augment=augment_config(self.cfg.data), cmvn=self.cmvn,
-                                  seed=self.cfg.train.seed, epoch=epoch)
+                                  utterance_norm=self.cfg.model.utterance_norm, seed=self.cfg.train.seed, epoch=epoch)
         return iterate_speech(batches, collator, start=start, num_workers=self.cfg.data.num_workers)
 
     @torch.no_grad()
