@@ -19,6 +19,7 @@ from transduce.models.rnn import RNNConfig, build_rnn, coverage_loss, tied_alias
 from transduce.nn.masks import padding_mask
 from transduce.nn.rnn import final_states
 from transduce.nn.rnn_attention import ATTENTIONS
+from transduce.train.loss import SequenceLoss
 from transduce.train.trainer import Trainer
 from transduce.translate import Translator
 
@@ -165,6 +166,20 @@ def test_scheduled_sampling_feeds_own_greedy_predictions() -> None:
         model.decoder.scheduled_sampling = 0.0
         forced = model(src, src_lens, tgt_in)
         assert torch.allclose(forced, model.eval()(src, src_lens, tgt_in))
+
+
+def test_bf16_autocast_fused_loss_close_to_fp32() -> None:
+    """Under autocast the features come back fp32, so the fused loss (which multiplies them by
+    the fp32 output weight outside autocast) runs and stays close to the fp32 loss."""
+    model = _model(attention="multihead_additive", coverage=True)
+    src, src_lens, tgt_in = _inputs()
+    losses = []
+    for autocast in (None, torch.autocast("cpu", dtype=torch.bfloat16)):
+        loss, _ = SequenceLoss(model, epsilon=0.1, ignore_index=PAD, autocast=autocast)(src, src_lens, tgt_in, tgt_in)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=0)
 
 
 def test_beam_of_one_equals_greedy() -> None:

@@ -39,7 +39,8 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
     started = time.perf_counter()
     hyps = recognizer.transcribe([folder / name for name, _ in rows])
     seconds = time.perf_counter() - started
-    print(f"model: {model_dir.relative_to(ROOT)} (dev WER {recognizer.card.get('dev', {}).get('wer', '?')}%)")
+    dev = recognizer.card.get("dev_eval", {})
+    print(f"model: {model_dir.relative_to(ROOT)} (dev WER {dev.get('wer', '?')}%, greedy)")
     for (name, ref), hyp in zip(rows, hyps, strict=True):
         print(f"  {name}\n    heard: {hyp}\n    said:  {ref}")
     print(f"{len(rows)} recordings: WER {wer(hyps, [r for _, r in rows]):.1f}%, {seconds:.2f}s\n")
@@ -47,7 +48,9 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
 
 def main() -> int:
     translate_examples()
-    transcribe_examples("digits-conformer-ctc", ROOT / "examples" / "digits")
+    for name, folder in (("digits-conformer-ctc", "digits"), ("captions-conformer-ctc", "captions")):
+        if (ROOT / "models" / name).is_dir():
+            transcribe_examples(name, ROOT / "examples" / folder)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Dimension letters: B batch (x beams), S source length, T target length, E embedding size,
 M memory size (encoder output; both directions together), H decoder hidden size, L decoder layers,
-D attentional-output size (the features the output projection reads), V vocabulary.
+D attentional-output size (the features the output projection reads), K prepared-key size
+(see ``nn/rnn_attention.py``), V vocabulary.
 Masks are boolean, True = real position (``nn/masks.py``).
 
 The decoder is Luong's: the recurrence runs first, its top output queries the attention, and
@@ -100,7 +101,11 @@ def final_states(memory: Tensor, memory_lens: Tensor, bidirectional: bool) -> Te
 
 class Bridge(nn.Module):
     """Decoder initial state from the encoder's final states: ``tanh(W x + b)`` for the hidden
-    state of every decoder layer (and, for an LSTM, separately for the cell state)."""
+    state of every decoder layer (and, for an LSTM, separately for the cell state).
+
+    It reads the top encoder layer's final states off the memory (``final_states``), so that
+    ``init_state(memory, memory_lens)`` needs nothing beyond the shared encoder contract; the
+    encoder's LSTM cell states and lower layers' final states are not used."""
 
     def __init__(self, memory_dim: int, hidden: int, layers: int, *, lstm: bool, bidirectional: bool) -> None:
         super().__init__()
@@ -195,7 +200,8 @@ class RNNDecoder(nn.Module):
         return self.output(out).float().log_softmax(-1), state
 
     def features(self, tgt_in: Tensor, memory: Tensor, memory_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher forcing: tgt_in (B, T) -> attentional outputs (B, T, D), attention weights (B, T, S).
+        """Teacher forcing: tgt_in (B, T) -> attentional outputs (B, T, D), attention weights (B, T, S),
+        both fp32.
 
         In training mode with ``scheduled_sampling`` p > 0, each row's input at step t > 0 is, with
         probability p, the model's own previous greedy prediction instead of the reference
@@ -215,4 +221,6 @@ class RNNDecoder(nn.Module):
             out, state = self._step(inp, memory, state)
             outs.append(out)
             weights.append(state.weights)
-        return torch.stack(outs, dim=1), torch.stack(weights, dim=1)
+        # fp32 out, as the Transformer's final layer norm gives under autocast: the fused loss
+        # multiplies the features by the fp32 output weight outside autocast
+        return torch.stack(outs, dim=1).float(), torch.stack(weights, dim=1).float()
