@@ -76,7 +76,7 @@ class CTCLoss(nn.Module):
 
 
 class CTCTask:
-    data_keys = ("tokenizer", "vocab_size", "sample_rate", "num_mel_bins")
+    data_keys: tuple[str, ...] = ("tokenizer", "vocab_size", "sample_rate", "num_mel_bins")
 
     def __init__(self, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> None:
         self.cfg, self.run_dir, self.log = cfg, run_dir, log

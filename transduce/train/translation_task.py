@@ -22,7 +22,7 @@ from transduce.train.loss import SequenceLoss
 
 
 class TranslationTask:
-    data_keys = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "joint_vocab")
+    data_keys: tuple[str, ...] = ("src_lang", "tgt_lang", "vocab_size", "tokenizer", "joint_vocab")
 
     def __init__(self, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> None:
         self.cfg, self.run_dir = cfg, run_dir
