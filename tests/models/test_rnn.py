@@ -245,7 +245,9 @@ def _reverse_config(data: Path, attention: str) -> RunConfig:
     )
 
 
-@pytest.mark.parametrize("attention", ATTENTIONS)
+# additive runs in the 10-minute suite; the other types (~30 s each on 2 cores) with ``-m slow``
+@pytest.mark.parametrize("attention", [a if a == "additive" else pytest.param(a, marks=pytest.mark.slow)
+                                       for a in ATTENTIONS])
 def test_every_attention_learns_reverse_and_searches_from_export(attention: str, reverse_data: Path,
                                                                  tmp_path: Path) -> None:
     trainer = Trainer(_reverse_config(reverse_data, attention), tmp_path / "run", log=lambda _: None,
