@@ -88,7 +88,7 @@ def test_average_and_info(trained: Path, capsys, tmp_path: Path) -> None:
         ("model.dimm=3", "tiny-copy.yaml: model.dimm: unknown key"),
         ("model.dim=big", "tiny-copy.yaml: model.dim: expected int"),
         ("train.precision=7", "train.precision: expected str"),
-        ("train.precision=fp16", "train.precision: 'fp16' is not fp32 or bf16"),
+        ("train.precision=fp8", "train.precision: 'fp8' is not one of fp32, bf16, fp16"),
         ("optim.schedule=cosine", "optim.schedule: unknown schedule 'cosine'"),
         ("modle.dim=3", "--set modle.dim: unknown section"),
         ("lr", "--set lr: expected section.key=value"),

@@ -9,6 +9,7 @@ import pytest
 from transduce.cli.config import load_recipe
 from transduce.data.tokenizer import PAD
 from transduce.models.ctc import build_ctc
+from transduce.models.rnn import build_rnn
 from transduce.models.transformer import build
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
@@ -22,7 +23,12 @@ def test_recipes_exist() -> None:
 def test_recipe_loads_and_builds(path: Path) -> None:
     cfg = load_recipe(path)
     vocab = cfg.data.vocab_size
-    model = build_ctc(cfg.model, vocab) if cfg.task == "ctc" else build(cfg.model, vocab, vocab, PAD)
+    if cfg.task == "ctc":
+        model = build_ctc(cfg.model, vocab)
+    elif cfg.task == "rnn_translation":
+        model = build_rnn(cfg.model, vocab, vocab, PAD)
+    else:
+        model = build(cfg.model, vocab, vocab, PAD)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
