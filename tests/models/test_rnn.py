@@ -265,3 +265,17 @@ def test_every_attention_learns_reverse_and_searches_from_export(attention: str,
     nbest = translator.translate_nbest(sources[:3], nbest=2, beam=4)
     assert all(len(row) == 2 and row[0][1] >= row[1][1] for row in nbest)
 
+
+
+def test_info_describes_an_rnn_model(tmp_path: Path, capsys) -> None:
+    from transduce.cli.main import main
+    from transduce.data.toy import write_toy
+
+    data = write_toy(tmp_path / "data", task="reverse", train=200, valid=10, test=0)
+    root = Path(__file__).resolve().parents[2]
+    assert main(["train", str(root / "recipes" / "tiny-reverse-rnn.yaml"), "--out", str(tmp_path / "run"),
+                 "--no-progress", "--set", f"data.dir={data}", "--set", "train.max_updates=2",
+                 "--set", "train.eval_every=2"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run")]) == 0
+    assert "encoder-decoder" in capsys.readouterr().out

@@ -167,8 +167,12 @@ def info(args: argparse.Namespace) -> int:
     model, toks, cfg, card = load_model_dir(args.path)
     params = sum(p.numel() for p in model.parameters())
     m = cfg.model
-    print(f"transformer {m.encoder_layers}+{m.decoder_layers} layers, d={m.dim}, ffn={m.ffn_dim}, "
-          f"{m.heads} heads, {'pre' if m.pre_norm else 'post'}-LN, {params / 1e6:.2f}M parameters")
+    if cfg.task == "rnn_translation":
+        print(f"{m.cell} encoder-decoder {m.encoder_layers}+{m.decoder_layers} layers, hidden {m.hidden}, "
+              f"{m.attention} attention, {params / 1e6:.2f}M parameters")
+    else:
+        print(f"transformer {m.encoder_layers}+{m.decoder_layers} layers, d={m.dim}, ffn={m.ffn_dim}, "
+              f"{m.heads} heads, {'pre' if m.pre_norm else 'post'}-LN, {params / 1e6:.2f}M parameters")
     print(f"{cfg.data.src_lang}->{cfg.data.tgt_lang}, vocabulary {len(toks.src)}/{len(toks.tgt)} "
           f"({cfg.data.tokenizer}, {'joint' if cfg.data.joint_vocab else 'separate'})")
     if card:
