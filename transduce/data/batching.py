@@ -106,6 +106,15 @@ def make_batches(
     return batches
 
 
+def ignore_stop_signals(_: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process, which checkpoints and then stops
+    them (a signal sent to the whole process group must not kill a worker mid-epoch)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _Pairs(Dataset):
     def __init__(self, src: Sequence[list[int]], tgt: Sequence[list[int]]) -> None:
         self.src, self.tgt = src, tgt
@@ -129,6 +138,6 @@ def iterate_batches(
         return
     loader = DataLoader(
         _Pairs(src, tgt), batch_sampler=todo, num_workers=num_workers,
-        collate_fn=lambda idx: collate(idx, src, tgt),
+        collate_fn=lambda idx: collate(idx, src, tgt), worker_init_fn=ignore_stop_signals,
     )
     yield from loader

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from transduce.data.audio import load_audio
 from transduce.data.augment import AugmentConfig, augment_wave, spec_augment
-from transduce.data.batching import make_batches, pad
+from transduce.data.batching import ignore_stop_signals, make_batches, pad
 from transduce.data.cmvn import CMVNStats
 from transduce.data.features import Fbank, FbankConfig, num_frames
 from transduce.data.manifest import Utterance
@@ -125,15 +125,6 @@ def make_speech_batches(frames: Sequence[int], *, max_frames: int, seed: int, ep
     return make_batches(frames, [0] * len(frames), max_tokens=max_frames, seed=seed, epoch=epoch, shuffle=shuffle)
 
 
-def _ignore_stop_signals(_: int) -> None:
-    """Loader workers leave SIGINT/SIGTERM to the main process, which checkpoints and then stops
-    them (a signal sent to the whole process group must not kill a worker mid-epoch)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 class _Indices(Dataset):
     def __init__(self, size: int) -> None:
         self.size = size
@@ -154,5 +145,5 @@ def iterate_speech(batches: list[list[int]], collator: SpeechCollator, *, start:
             yield collator(indices)
         return
     loader = DataLoader(_Indices(len(collator.utts)), batch_sampler=todo, num_workers=num_workers,
-                        collate_fn=collator, persistent_workers=False, worker_init_fn=_ignore_stop_signals)
+                        collate_fn=collator, persistent_workers=False, worker_init_fn=ignore_stop_signals)
     yield from loader
