@@ -160,51 +160,63 @@ class TransformerSeq2Seq(nn.Module):
         return self.decoder.step(tokens, memory, state)
 
 
+def _embedding(cfg: TransformerConfig, size: int, pad_id: int) -> nn.Embedding:
+    emb = nn.Embedding(size, cfg.dim, padding_idx=pad_id)
+    nn.init.normal_(emb.weight, std=cfg.dim**-0.5)
+    with torch.no_grad():
+        emb.weight[pad_id].zero_()
+    return emb
+
+
+def _final_norm(cfg: TransformerConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.dim) if cfg.pre_norm else nn.Identity()
+
+
+def _layer_args(cfg: TransformerConfig) -> dict:
+    return dict(dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+                activation_dropout=cfg.activation_dropout, pre_norm=cfg.pre_norm)
+
+
+def _xavier(layers: list) -> None:
+    for layer in layers:
+        for name, p in layer.named_parameters():
+            if p.dim() == 2:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+
+def build_decoder(cfg: TransformerConfig, vocab: int, pad_id: int = 0,
+                  embedding: nn.Embedding | None = None) -> TransformerDecoder:
+    """A Transformer decoder of ``cfg.decoder_layers`` layers over ``vocab`` tokens (fairseq-style
+    initialization); ``embedding`` shares an existing table, else a new one is made."""
+    emb = _embedding(cfg, vocab, pad_id) if embedding is None else embedding
+    output = nn.Linear(cfg.dim, vocab, bias=False)
+    if cfg.tie_output:
+        output.weight = emb.weight
+    else:
+        nn.init.normal_(output.weight, std=cfg.dim**-0.5)
+    layers = [DecoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **_layer_args(cfg)) for _ in range(cfg.decoder_layers)]
+    _xavier(layers)
+    embed = Embedder(emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout)
+    return TransformerDecoder(embed, layers, _final_norm(cfg), output)
+
+
 def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -> TransformerSeq2Seq:
     """Config + vocabulary sizes -> model with fairseq-style initialization."""
     if cfg.share_embeddings and src_vocab != tgt_vocab:
         raise ValueError(
             f"model.share_embeddings needs one vocabulary, got {src_vocab} source / {tgt_vocab} target"
         )
-
-    def embedding(size: int) -> nn.Embedding:
-        emb = nn.Embedding(size, cfg.dim, padding_idx=pad_id)
-        nn.init.normal_(emb.weight, std=cfg.dim**-0.5)
-        with torch.no_grad():
-            emb.weight[pad_id].zero_()
-        return emb
-
-    def final_norm() -> nn.Module:
-        return nn.LayerNorm(cfg.dim) if cfg.pre_norm else nn.Identity()
-
-    layer_args: dict = dict(
-        dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout, pre_norm=cfg.pre_norm,
-    )
-    src_emb = embedding(src_vocab)
-    tgt_emb = src_emb if cfg.share_embeddings else embedding(tgt_vocab)
-    output = nn.Linear(cfg.dim, tgt_vocab, bias=False)
-    if cfg.tie_output:
-        output.weight = tgt_emb.weight
-    else:
-        nn.init.normal_(output.weight, std=cfg.dim**-0.5)
-    enc_layers = [EncoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **layer_args) for _ in range(cfg.encoder_layers)]
-    dec_layers = [DecoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **layer_args) for _ in range(cfg.decoder_layers)]
-    for layer in [*enc_layers, *dec_layers]:
-        for name, p in layer.named_parameters():
-            if p.dim() == 2:
-                nn.init.xavier_uniform_(p)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
+    src_emb = _embedding(cfg, src_vocab, pad_id)
+    tgt_emb = src_emb if cfg.share_embeddings else _embedding(cfg, tgt_vocab, pad_id)
+    enc_layers = [EncoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **_layer_args(cfg)) for _ in range(cfg.encoder_layers)]
+    _xavier(enc_layers)
     encoder = TransformerEncoder(
         Embedder(src_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
-        enc_layers, final_norm(),
+        enc_layers, _final_norm(cfg),
     )
-    decoder = TransformerDecoder(
-        Embedder(tgt_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
-        dec_layers, final_norm(), output,
-    )
-    return TransformerSeq2Seq(encoder, decoder)
+    return TransformerSeq2Seq(encoder, build_decoder(cfg, tgt_vocab, pad_id, tgt_emb))
 
 
 def tied_aliases(cfg: TransformerConfig) -> set[str]:

@@ -12,16 +12,16 @@ so chunked streaming only has to build masks and positions and carry ``Conformer
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.nn.ffn import FeedForward
-from transduce.nn.masks import attention_mask, padding_mask
+from transduce.nn.masks import attention_mask, chunk_mask, padding_mask
 from transduce.nn.state import KVCache
-from transduce.nn.subsampling import Conv2dSubsampling
+from transduce.nn.subsampling import Conv2dSubsampling, conv_lengths
 from transduce.nn.transformer import EncoderLayer
 
 
@@ -203,8 +203,42 @@ def encoder_masks(lengths: Tensor, size: int, mask: Tensor | None = None) -> tup
     return attn, pad
 
 
+def stream_mask(frames: int, cached: int, size: int, chunk_size: int, left_chunks: int,
+                device: torch.device | None = None) -> Tensor:
+    """The rows of ``chunk_mask`` for ``size`` new frames starting at absolute frame ``frames``, against
+    ``cached`` earlier frames followed by the new ones -> (T, P + T) bool, T = size, P = cached."""
+    query = (frames + torch.arange(size, device=device)) // chunk_size  # (T,) chunk of each query
+    key = (frames - cached + torch.arange(cached + size, device=device)) // chunk_size  # (S,)
+    mask = key[None, :] <= query[:, None]
+    if left_chunks >= 0:
+        mask &= key[None, :] >= query[:, None] - left_chunks
+    return mask
+
+
+@dataclass
+class EncoderStreamState:
+    """What a streaming Conformer carries between calls of ``forward_chunk``.
+
+    feats: (B, L, F) normalized feature frames received but not yet consumed by the subsampling;
+    layers: per block, attention keys/values (B, H, P, E) of at most ``left_chunks * chunk_size`` earlier
+    frames and the causal convolution's last K - 1 inputs (B, D, K - 1); frames: encoder frames emitted.
+    """
+
+    feats: Tensor
+    layers: list[ConformerLayerState] = field(default_factory=list)
+    frames: int = 0
+
+    def reorder(self, indices: Tensor) -> EncoderStreamState:
+        return EncoderStreamState(self.feats.index_select(0, indices),
+                                  [layer.reorder(indices) for layer in self.layers], self.frames)
+
+
 class ConformerEncoder(nn.Module):
-    """Subsampling -> x * sqrt(D) -> Conformer blocks with relative positions. icefall encoder interface."""
+    """Subsampling -> x * sqrt(D) -> Conformer blocks with relative positions. icefall encoder interface.
+
+    Streaming: ``init_state`` + ``forward_chunk`` give, chunk after chunk, exactly what ``encode`` gives
+    with ``chunk_size``/``left_chunks`` (the same code path in train and eval mode; needs ``causal``).
+    """
 
     def __init__(
         self, input_dim: int, dim: int, *, heads: int, layers: int, ffn_dim: int, kernel_size: int,
@@ -218,20 +252,70 @@ class ConformerEncoder(nn.Module):
                            attention_dropout=attention_dropout, causal=causal)
             for _ in range(layers)
         )
-        self.dim = dim
+        self.input_dim, self.dim, self.heads, self.kernel_size, self.causal = input_dim, dim, heads, kernel_size, causal
         self.dropout = nn.Dropout(dropout)
 
-    def encode(self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def encode(
+        self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None, *, chunk_size: int = 0,
+        left_chunks: int = -1,
+    ) -> tuple[Tensor, Tensor]:
         """feats (B, T, F), feat_lens (B,), optional bool mask (T', T') or (B, T', T') ANDed with padding
+        [and with ``chunk_mask(T', chunk_size, left_chunks)`` when chunk_size > 0]
         -> out (B, T', D) with zeros on padded frames, out_lens (B,)."""
         x = self.subsampling(feats)  # (B, T', D)
         out_lens = self.subsampling.output_lengths(feat_lens)
+        if chunk_size > 0:
+            chunks = chunk_mask(x.size(1), chunk_size, left_chunks, x.device)  # (T', T')
+            mask = chunks if mask is None else mask & chunks
         attn, pad = encoder_masks(out_lens, x.size(1), mask)
         x = self.dropout(x * math.sqrt(self.dim))
         pos = self.dropout(relative_positions(x.size(1), x.size(1), self.dim, x.device))  # (2T' - 1, D)
         for block in self.blocks:
             x, _ = block(x, pos, attn, pad)
         return x.masked_fill(~pad[..., None], 0.0), out_lens
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> EncoderStreamState:
+        """Empty caches for ``batch`` streams (the causal convolution starts from zeros, like its padding)."""
+        if not self.causal:
+            raise ValueError("streaming needs a causal convolution (model.causal_conv: true)")
+        e = self.dim // self.heads
+        empty = torch.zeros(batch, self.heads, 0, e, device=device)  # (B, H, 0, E)
+        layers = [ConformerLayerState(KVCache(empty, empty), torch.zeros(batch, self.dim, self.kernel_size - 1,
+                                                                           device=device))
+                  for _ in self.blocks]
+        return EncoderStreamState(torch.zeros(batch, 0, self.input_dim, device=device), layers, 0)
+
+    def forward_chunk(
+        self, feats: Tensor, state: EncoderStreamState, *, chunk_size: int, left_chunks: int = -1,
+        final: bool = False,
+    ) -> tuple[Tensor, EncoderStreamState]:
+        """feats (B, N, F): the next N >= 0 normalized feature frames of B streams advancing together.
+        Returns (B, T', D) for every whole chunk of ``chunk_size`` encoder frames now computable (with
+        ``final``, also the last partial chunk) and the new state. Chunks are never split, so the output
+        equals ``encode(..., chunk_size=chunk_size, left_chunks=left_chunks)`` frame for frame."""
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        buffered = feats if state.feats.size(1) == 0 else torch.cat([state.feats, feats], dim=1)  # (B, L, F)
+        sub = self.subsampling
+        available = max(int(conv_lengths(buffered.size(1), sub.layout)), 0)
+        size = available if final else available - available % chunk_size
+        if size == 0:
+            return buffered.new_zeros(buffered.size(0), 0, self.dim), EncoderStreamState(
+                buffered, state.layers, state.frames)
+        x = sub(buffered[:, : (size - 1) * sub.factor + sub.receptive_field])  # (B, T', D)
+        x = self.dropout(x * math.sqrt(self.dim))
+        cached = state.layers[0].attn.keys.size(2)
+        mask = stream_mask(state.frames, cached, size, chunk_size, left_chunks, x.device)[None, None]  # (1,1,T',S)
+        pos = self.dropout(relative_positions(size, cached + size, self.dim, x.device))  # (T' + S - 1, D)
+        layers = []
+        for block, layer_state in zip(self.blocks, state.layers, strict=True):
+            x, new = block(x, pos, mask, None, layer_state)
+            if left_chunks >= 0:  # later chunks see only the last left_chunks whole chunks
+                keep = max(new.attn.keys.size(2) - left_chunks * chunk_size, 0)
+                new = ConformerLayerState(KVCache(new.attn.keys[:, :, keep:], new.attn.values[:, :, keep:]), new.conv)
+            layers.append(new)
+        rest = buffered[:, size * sub.factor :]
+        return x, EncoderStreamState(rest, layers, state.frames + size)
 
 
 class TransformerSpeechEncoder(nn.Module):
@@ -251,10 +335,16 @@ class TransformerSpeechEncoder(nn.Module):
         self.dim = dim
         self.dropout = nn.Dropout(dropout)
 
-    def encode(self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Same contract as ``ConformerEncoder.encode``."""
+    def encode(
+        self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None, *, chunk_size: int = 0,
+        left_chunks: int = -1,
+    ) -> tuple[Tensor, Tensor]:
+        """Same contract as ``ConformerEncoder.encode`` (no streaming API: absolute positions)."""
         x = self.subsampling(feats)  # (B, T', D)
         out_lens = self.subsampling.output_lengths(feat_lens)
+        if chunk_size > 0:
+            chunks = chunk_mask(x.size(1), chunk_size, left_chunks, x.device)  # (T', T')
+            mask = chunks if mask is None else mask & chunks
         attn, pad = encoder_masks(out_lens, x.size(1), mask)
         positions = sinusoids(torch.arange(x.size(1), device=x.device), self.dim)  # (T', D)
         x = self.dropout(x * math.sqrt(self.dim) + positions)
