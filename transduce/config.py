@@ -175,14 +175,27 @@ class SpeechDataConfig:
 class CTCDecodeConfig:
     """CTC search settings used by transcribe/evaluate (overridable on the command line)."""
 
+    mode: str = "ctc"
+    """ctc (greedy when beam is 1, else prefix beam), attention (decoder beam search), joint (attention
+    beam search with CTC prefix scores) or rescore (CTC prefix beam n-best rescored by the decoder)."""
     beam: int = 1
-    """Prefix beam size (1 = greedy best path)."""
+    """Beam size (ctc: 1 = greedy best path)."""
     token_prune: int = 0
-    """Tokens considered per frame in beam search (0 = all)."""
+    """Tokens considered per frame in CTC beam search (0 = all)."""
     nbest: int = 1
     """Hypotheses returned per utterance."""
     batch_size: int = 16
     """Utterances encoded together."""
+    ctc_weight: float = 0.5
+    """joint: weight of CTC prefix scores; rescore: weight of the CTC score added to the decoder's."""
+    reverse_weight: float = 0.0
+    """rescore: share of the right-to-left decoder in the attention score."""
+    len_penalty: float = 0.0
+    """attention/joint: length penalty exponent alpha (fairseq score / len^alpha)."""
+    chunk_size: int = 0
+    """Encoder frames per attention chunk (0 = full context); streaming uses it too."""
+    left_chunks: int = -1
+    """Chunks of left context each chunk sees (-1 = all)."""
 
 
 @dataclass(kw_only=True)

@@ -94,3 +94,16 @@ def test_pruning_keeps_the_best_token_and_matches_unpruned_on_peaky_outputs():
         pruned = ctc_prefix_beam_search(log_probs, beam=4, **kwargs)[0]
         assert pruned.tokens == full.tokens == [1, 2, 3]
     assert ctc_prefix_beam_search(log_probs, beam=4, prob_prune=0.0)[0].tokens == [1, 2, 3]
+
+
+def test_prefix_search_carried_across_chunks_equals_whole_utterance() -> None:
+    from transduce.decoding.ctc import CTCPrefixSearch, ctc_prefix_beam_search
+
+    gen = torch.Generator().manual_seed(3)
+    log_probs = torch.randn(40, 6, generator=gen).mul(3).log_softmax(-1)
+    whole = ctc_prefix_beam_search(log_probs, beam=4, nbest=3)
+    search = CTCPrefixSearch(beam=4)
+    for start, end in [(0, 7), (7, 8), (8, 8), (8, 25), (25, 40)]:
+        search.advance(log_probs[start:end])
+    assert search.frames == 40
+    assert search.nbest(3) == whole

@@ -83,43 +83,66 @@ def _candidates(frame: list[float], token_prune: int, prob_prune: float | None) 
     return order
 
 
-def ctc_prefix_beam_search(
-    log_probs: Tensor, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None, nbest: int = 1
-) -> list[CTCHypothesis]:
-    """Prefix beam search on one utterance's log_probs (T, V) -> up to ``nbest`` hypotheses, best first.
+class CTCPrefixSearch:
+    """Prefix beam search carried across chunks of frames (streaming): ``advance`` with each chunk's
+    log-probs (T, V), ``nbest`` at any time for partial or final hypotheses. Feeding the frames in any
+    chunking gives the same result as one call on the whole utterance.
 
     score = log of the prefix's probability summed over all its alignments (exact when nothing is pruned
     and the beam holds every prefix). ``token_prune`` keeps the k likeliest tokens per frame (0 = all);
     ``prob_prune`` skips tokens whose log-prob is below it (the frame's best token is always kept).
     Timestamps: for each token, the frame where it peaks on the prefix's best alignment (WeNet).
     """
-    beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(b=0.0, vb=0.0)}
-    for t, frame in enumerate(log_probs.tolist()):
-        nxt: defaultdict[tuple[int, ...], _Prefix] = defaultdict(_Prefix)
-        for token in _candidates(frame, token_prune, prob_prune):
-            lp = frame[token]
-            for prefix, cur in beams.items():
-                if token == BLANK:  # *  -> *-   (only source of this kind)
-                    stay = nxt[prefix]
-                    stay.b = _logaddexp(stay.b, cur.score() + lp)
-                    v, times = cur.viterbi()
-                    stay.vb, stay.times_b = v + lp, times
-                elif prefix and token == prefix[-1]:
-                    stay = nxt[prefix]  # *a -> *a  (repeat collapses)
-                    stay.nb = _logaddexp(stay.nb, cur.nb + lp)
-                    if cur.vnb + lp > stay.vnb:
-                        stay.vnb = cur.vnb + lp
-                        stay.times_nb, stay.peak = cur.times_nb, cur.peak
-                        if lp > cur.peak:  # the token peaks later on this path
-                            stay.times_nb, stay.peak = [*cur.times_nb[:-1], t], lp
-                    _extend(nxt[(*prefix, token)], cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
-                else:
-                    v, times = cur.viterbi()
-                    _extend(nxt[(*prefix, token)], cur.score() + lp, v + lp, times, t, lp)
-        ranked = sorted(nxt.items(), key=lambda item: item[1].score(), reverse=True)
-        beams = dict(ranked[:beam])
-    ranked = sorted(beams.items(), key=lambda item: item[1].score(), reverse=True)[:nbest]
-    return [CTCHypothesis(list(prefix), p.score(), list(p.viterbi()[1])) for prefix, p in ranked]
+
+    def __init__(self, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None) -> None:
+        self.beam, self.token_prune, self.prob_prune = beam, token_prune, prob_prune
+        self.beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(b=0.0, vb=0.0)}
+        self.frames = 0  # frames consumed so far (timestamps count from the first)
+
+    def advance(self, log_probs: Tensor) -> None:
+        """Consume the next frames' log-probs (T, V)."""
+        beams = self.beams
+        for t, frame in enumerate(log_probs.tolist(), start=self.frames):
+            nxt: defaultdict[tuple[int, ...], _Prefix] = defaultdict(_Prefix)
+            for token in _candidates(frame, self.token_prune, self.prob_prune):
+                lp = frame[token]
+                for prefix, cur in beams.items():
+                    if token == BLANK:  # *  -> *-   (only source of this kind)
+                        stay = nxt[prefix]
+                        stay.b = _logaddexp(stay.b, cur.score() + lp)
+                        v, times = cur.viterbi()
+                        stay.vb, stay.times_b = v + lp, times
+                    elif prefix and token == prefix[-1]:
+                        stay = nxt[prefix]  # *a -> *a  (repeat collapses)
+                        stay.nb = _logaddexp(stay.nb, cur.nb + lp)
+                        if cur.vnb + lp > stay.vnb:
+                            stay.vnb = cur.vnb + lp
+                            stay.times_nb, stay.peak = cur.times_nb, cur.peak
+                            if lp > cur.peak:  # the token peaks later on this path
+                                stay.times_nb, stay.peak = [*cur.times_nb[:-1], t], lp
+                        _extend(nxt[(*prefix, token)], cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
+                    else:
+                        v, times = cur.viterbi()
+                        _extend(nxt[(*prefix, token)], cur.score() + lp, v + lp, times, t, lp)
+            ranked = sorted(nxt.items(), key=lambda item: item[1].score(), reverse=True)
+            beams = dict(ranked[: self.beam])
+        self.beams = beams
+        self.frames += log_probs.size(0)
+
+    def nbest(self, n: int = 1) -> list[CTCHypothesis]:
+        """Up to ``n`` hypotheses over the frames so far, best first."""
+        ranked = sorted(self.beams.items(), key=lambda item: item[1].score(), reverse=True)[:n]
+        return [CTCHypothesis(list(prefix), p.score(), list(p.viterbi()[1])) for prefix, p in ranked]
+
+
+def ctc_prefix_beam_search(
+    log_probs: Tensor, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None, nbest: int = 1
+) -> list[CTCHypothesis]:
+    """Prefix beam search (``CTCPrefixSearch``) on one utterance's log_probs (T, V) -> up to ``nbest``
+    hypotheses, best first."""
+    search = CTCPrefixSearch(beam, token_prune, prob_prune)
+    search.advance(log_probs)
+    return search.nbest(nbest)
 
 
 def ctc_beam_search(

@@ -1,9 +1,11 @@
-"""CTC speech recognizer: feature normalizer -> Conformer or Transformer encoder -> linear head.
+"""Speech recognizer: feature normalizer -> Conformer or Transformer encoder -> CTC head, plus an
+optional attention decoder (and right-to-left decoder) for hybrid CTC/attention (WeNet U2/U2++).
 
 Dimension letters: B batch, T feature frames, F feature bins, T' encoder frames, D model size,
-V vocabulary (blank = 0 = the tokenizer's PAD id), U target length.
-Contract: ``encode(feats, feat_lens) -> (out, out_lens)``; ``forward`` returns log-probs; the loss is
-``ctc_loss`` below (summed over the batch: the trainer picks the normalizer).
+V vocabulary (blank = 0 = the tokenizer's PAD id; the decoder never emits it), U target length.
+Contract: ``encode(feats, feat_lens) -> (out, out_lens)``; ``forward`` returns CTC log-probs; the
+losses are ``ctc_loss`` and ``attention_loss`` below (summed over the batch: the trainer normalizes).
+Streaming: ``init_stream`` + ``forward_chunk`` (chunk masks and caches live in ``nn/conformer.py``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NoReturn
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
+from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder, shared_tensor_names
+from transduce.nn.conformer import ConformerEncoder, EncoderStreamState, TransformerSpeechEncoder
 from transduce.nn.masks import padding_mask
+from transduce.nn.state import DecoderState
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
+from transduce.train.loss import label_smoothed_nll
 
 BLANK = 0
 
@@ -52,6 +59,26 @@ class CTCModelConfig:
     utterance_norm: bool = False
     """Subtract each utterance's mean feature vector (over its real frames) before the global CMVN:
     removes the microphone/gain differences between recordings. Needs the whole utterance."""
+    decoder_layers: int = 0
+    """Attention decoder layers on top of the encoder (0 = CTC only; > 0 = hybrid CTC/attention)."""
+    decoder_ffn_dim: int = 0
+    """Hidden size of the decoder feed-forward blocks (0 = ffn_dim)."""
+    reverse_decoder_layers: int = 0
+    """Right-to-left decoder layers (U2++), used in attention rescoring (0 = none)."""
+    ctc_weight: float = 0.3
+    """Hybrid loss: ctc_weight * CTC + (1 - ctc_weight) * attention (ignored without a decoder)."""
+    reverse_weight: float = 0.3
+    """Share of the right-to-left decoder in the attention loss."""
+    dynamic_chunk: bool = False
+    """Dynamic chunk training (WeNet): each batch attends within a random chunk size, or full context."""
+    max_chunk: int = 25
+    """Largest random chunk (encoder frames) in dynamic chunk training."""
+    full_context_prob: float = 0.5
+    """Probability that a batch uses full context in dynamic chunk training."""
+    left_chunks: int = -1
+    """Left chunks each chunk sees in training (-1 = all); with dynamic_left_chunks, the largest draw."""
+    dynamic_left_chunks: bool = False
+    """Draw the left chunks per batch uniformly from 0..left_chunks."""
 
 
 def utterance_mean_norm(feats: Tensor, feat_lens: Tensor) -> Tensor:
@@ -61,29 +88,101 @@ def utterance_mean_norm(feats: Tensor, feat_lens: Tensor) -> Tensor:
     return (feats - mean) * real
 
 
+@dataclass(kw_only=True)
+class ChunkTraining:
+    """How training draws the attention context per batch (``CTCModelConfig``'s dynamic chunk fields)."""
+
+    max_chunk: int = 25
+    full_context_prob: float = 0.5
+    left_chunks: int = -1
+    dynamic_left_chunks: bool = False
+
+    def draw(self) -> tuple[int, int]:
+        """(chunk_size, left_chunks) for one batch from torch's global RNG (restored on resume);
+        chunk_size 0 = full context."""
+        if float(torch.rand(())) < self.full_context_prob:
+            return 0, -1
+        chunk = int(torch.randint(1, self.max_chunk + 1, ()))
+        left = self.left_chunks
+        if self.dynamic_left_chunks and left >= 0:
+            left = int(torch.randint(0, left + 1, ()))
+        return chunk, left
+
+
 class CTCModel(nn.Module):
-    """[utterance mean norm] -> normalizer (e.g. ``GlobalCMVN``) -> encoder -> linear head over V tokens."""
+    """[utterance mean norm] -> normalizer (e.g. ``GlobalCMVN``) -> encoder -> linear head over V tokens,
+    [+ attention decoder over the encoder output, + right-to-left decoder]."""
 
     def __init__(
         self, encoder: ConformerEncoder | TransformerSpeechEncoder, head: nn.Linear,
         normalizer: nn.Module | None = None, *, utterance_norm: bool = False,
+        decoder: TransformerDecoder | None = None, reverse_decoder: TransformerDecoder | None = None,
+        chunk_training: ChunkTraining | None = None,
     ) -> None:
         super().__init__()
         self.normalizer = nn.Identity() if normalizer is None else normalizer
         self.encoder = encoder
         self.head = head
         self.utterance_norm = utterance_norm
+        self.decoder = decoder
+        self.reverse_decoder = reverse_decoder
+        self.chunk_training = chunk_training
 
-    def encode(self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """feats (B, T, F), feat_lens (B,) [, attention mask (T', T')] -> out (B, T', D), out_lens (B,)."""
+    def encode(
+        self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None, *, chunk_size: int = 0,
+        left_chunks: int = -1,
+    ) -> tuple[Tensor, Tensor]:
+        """feats (B, T, F), feat_lens (B,) [, attention mask (T', T')] -> out (B, T', D), out_lens (B,).
+        ``chunk_size`` > 0 restricts attention to chunks (streaming-equivalent); in training with dynamic
+        chunks and no explicit chunk_size, each call draws its own."""
         if self.utterance_norm:
             feats = utterance_mean_norm(feats, feat_lens)
-        return self.encoder.encode(self.normalizer(feats), feat_lens, mask)
+        if self.training and self.chunk_training is not None and chunk_size == 0:
+            chunk_size, left_chunks = self.chunk_training.draw()
+        return self.encoder.encode(self.normalizer(feats), feat_lens, mask, chunk_size=chunk_size,
+                                   left_chunks=left_chunks)
 
-    def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
+    def ctc_log_probs(self, out: Tensor) -> Tensor:
+        """Encoder output (B, T', D) -> fp32 CTC log-probs (B, T', V)."""
+        return self.head(out).float().log_softmax(dim=-1)
+
+    def forward(self, feats: Tensor, feat_lens: Tensor, *, chunk_size: int = 0,
+                left_chunks: int = -1) -> tuple[Tensor, Tensor]:
         """feats (B, T, F), feat_lens (B,) -> fp32 log-probs (B, T', V), out_lens (B,)."""
-        out, out_lens = self.encode(feats, feat_lens)
-        return self.head(out).float().log_softmax(dim=-1), out_lens
+        out, out_lens = self.encode(feats, feat_lens, chunk_size=chunk_size, left_chunks=left_chunks)
+        return self.ctc_log_probs(out), out_lens
+
+    def init_stream(self, batch: int = 1, device: torch.device | str | None = None) -> EncoderStreamState:
+        """Empty streaming state (needs a causal Conformer trained without utterance_norm)."""
+        if self.utterance_norm:
+            raise ValueError("model.utterance_norm needs the whole utterance: a streaming model is trained without it")
+        if not isinstance(self.encoder, ConformerEncoder):
+            raise ValueError("streaming needs the conformer encoder")
+        return self.encoder.init_state(batch, device)
+
+    def forward_chunk(
+        self, feats: Tensor, state: EncoderStreamState, *, chunk_size: int, left_chunks: int = -1,
+        final: bool = False,
+    ) -> tuple[Tensor, EncoderStreamState]:
+        """Next raw feature frames (B, N, F) -> encoder output (B, T', D) of the chunks completed (see
+        ``ConformerEncoder.forward_chunk``) and the new state."""
+        assert isinstance(self.encoder, ConformerEncoder)
+        return self.encoder.forward_chunk(self.normalizer(feats), state, chunk_size=chunk_size,
+                                          left_chunks=left_chunks, final=final)
+
+    # attention decoder: the StepModel interface of decoding/, over encoder output as memory
+    def init_state(self, memory: Tensor, memory_lens: Tensor) -> DecoderState:
+        return self._decoder().init_state(memory, memory_lens)
+
+    def step(self, tokens: Tensor, memory: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        log_probs, state = self._decoder().step(tokens, memory, state)
+        log_probs[:, PAD] = float("-inf")  # PAD is the CTC blank, never an output token
+        return log_probs, state
+
+    def _decoder(self) -> TransformerDecoder:
+        if self.decoder is None:
+            raise ValueError("this model has no attention decoder (model.decoder_layers: 0)")
+        return self.decoder
 
 
 def ctc_loss(log_probs: Tensor, out_lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:
@@ -93,6 +192,43 @@ def ctc_loss(log_probs: Tensor, out_lens: Tensor, targets: Tensor, target_lens: 
         log_probs.transpose(0, 1), targets, out_lens, target_lens,  # (T', B, V)
         blank=BLANK, reduction="sum", zero_infinity=True,
     )
+
+
+def decoder_io(targets: Tensor, target_lens: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """Padded targets (B, U) (PAD = 0 after each row's end) -> decoder input BOS + y and output y + EOS,
+    both (B, U + 1) PAD-padded; ``reverse`` flips each row's real tokens first (right-to-left decoder)."""
+    b, u = targets.shape
+    real = padding_mask(target_lens, u)  # (B, U)
+    if reverse:
+        index = (target_lens[:, None] - 1 - torch.arange(u, device=targets.device)).clamp(min=0)  # (B, U)
+        targets = targets.gather(1, index).masked_fill(~real, PAD)
+    bos = targets.new_full((b, 1), BOS)
+    tgt_in = torch.cat([bos, targets], dim=1)  # (B, U + 1)
+    tgt_out = torch.cat([targets, targets.new_full((b, 1), PAD)], dim=1)
+    tgt_out[torch.arange(b, device=targets.device), target_lens] = EOS
+    return tgt_in, tgt_out
+
+
+def attention_loss(
+    model: CTCModel, memory: Tensor, memory_lens: Tensor, targets: Tensor, target_lens: Tensor,
+    label_smoothing: float = 0.0, reverse_weight: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Teacher-forced decoder loss over memory (B, T', D): label-smoothed cross-entropy summed over real
+    output tokens (U + 1 per row, EOS included), mixing in the right-to-left decoder with
+    ``reverse_weight``. Returns (loss sum, nll sum), both fp32."""
+    losses, nlls = [], []
+    for decoder, reverse in ((model.decoder, False), (model.reverse_decoder, True)):
+        if decoder is None:
+            continue
+        tgt_in, tgt_out = decoder_io(targets, target_lens, reverse)
+        logits = decoder(tgt_in, memory, memory_lens)  # (B, U + 1, V)
+        loss, nll = label_smoothed_nll(logits, tgt_out, epsilon=label_smoothing, ignore_index=PAD)
+        losses.append(loss)
+        nlls.append(nll)
+    if len(losses) == 1:
+        return losses[0], nlls[0]
+    w = reverse_weight
+    return (1 - w) * losses[0] + w * losses[1], (1 - w) * nlls[0] + w * nlls[1]
 
 
 def _check(cfg: CTCModelConfig, vocab_size: int) -> None:
@@ -118,6 +254,16 @@ def _check(cfg: CTCModelConfig, vocab_size: int) -> None:
         fail("input_dim", f"{cfg.input_dim} feature bins are too few for subsampling by {cfg.subsampling}")
     if vocab_size < 2:
         fail("vocab_size", f"need blank plus at least one token, got {vocab_size}")
+    if cfg.decoder_layers < 0 or cfg.reverse_decoder_layers < 0:
+        fail("decoder_layers", "must be >= 0")
+    if cfg.reverse_decoder_layers and not cfg.decoder_layers:
+        fail("reverse_decoder_layers", "needs a left-to-right decoder (decoder_layers > 0)")
+    if not 0.0 <= cfg.ctc_weight <= 1.0 or not 0.0 <= cfg.reverse_weight <= 1.0:
+        fail("ctc_weight", f"ctc_weight, reverse_weight: must be in [0, 1], got {cfg.ctc_weight}, {cfg.reverse_weight}")
+    if cfg.dynamic_chunk and cfg.max_chunk < 1:
+        fail("max_chunk", f"must be >= 1, got {cfg.max_chunk}")
+    if not 0.0 <= cfg.full_context_prob <= 1.0:
+        fail("full_context_prob", f"must be in [0, 1], got {cfg.full_context_prob}")
 
 
 def build_ctc(cfg: CTCModelConfig, vocab_size: int, normalizer: nn.Module | None = None) -> CTCModel:
@@ -137,4 +283,24 @@ def build_ctc(cfg: CTCModelConfig, vocab_size: int, normalizer: nn.Module | None
             subsampling=cfg.subsampling, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
             subsampling_channels=cfg.subsampling_channels,
         )
-    return CTCModel(encoder, nn.Linear(cfg.dim, vocab_size), normalizer, utterance_norm=cfg.utterance_norm)
+    decoders = [_decoder(cfg, vocab_size, layers) if layers else None
+                for layers in (cfg.decoder_layers, cfg.reverse_decoder_layers)]
+    chunks = ChunkTraining(max_chunk=cfg.max_chunk, full_context_prob=cfg.full_context_prob,
+                           left_chunks=cfg.left_chunks, dynamic_left_chunks=cfg.dynamic_left_chunks)
+    return CTCModel(encoder, nn.Linear(cfg.dim, vocab_size), normalizer, utterance_norm=cfg.utterance_norm,
+                    decoder=decoders[0], reverse_decoder=decoders[1],
+                    chunk_training=chunks if cfg.dynamic_chunk else None)
+
+
+def _decoder(cfg: CTCModelConfig, vocab_size: int, layers: int) -> TransformerDecoder:
+    """A pre-LN Transformer decoder of the encoder's size, with tied input/output embeddings."""
+    tcfg = TransformerConfig(dim=cfg.dim, heads=cfg.heads, ffn_dim=cfg.decoder_ffn_dim or cfg.ffn_dim,
+                             decoder_layers=layers, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+                             max_positions=1024)
+    return build_decoder(tcfg, vocab_size, PAD)
+
+
+def tied_aliases(cfg: CTCModelConfig) -> set[str]:
+    """State-dict names that are the same tensor as an earlier name (each decoder's output projection
+    is its embedding): saved once, re-tied by ``build_ctc`` on load."""
+    return shared_tensor_names(build_ctc(cfg, 8))

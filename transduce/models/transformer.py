@@ -222,7 +222,11 @@ def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 
 def tied_aliases(cfg: TransformerConfig) -> set[str]:
     """State-dict names that are the same parameter as an earlier name (tied embeddings): saved
     once, re-tied by ``build`` on load."""
-    model = build(cfg, 8, 8)  # vocabulary sizes do not change which names alias
+    return shared_tensor_names(build(cfg, 8, 8))  # vocabulary sizes do not change which names alias
+
+
+def shared_tensor_names(model: nn.Module) -> set[str]:
+    """State-dict names whose tensor already appeared under an earlier name (tied weights)."""
     seen: set[int] = set()
     aliases = set()
     for name, tensor in model.state_dict(keep_vars=True).items():

@@ -29,7 +29,7 @@ from transduce.data.text import DataError
 from transduce.data.tokenizer import Tokenizer, train_sentencepiece
 from transduce.decoding.ctc import ctc_greedy
 from transduce.metrics.wer import cer, wer
-from transduce.models.ctc import CTCModel, build_ctc, ctc_loss
+from transduce.models.ctc import CTCModel, attention_loss, build_ctc, ctc_loss
 from transduce.train.distributed import DistContext
 
 
@@ -61,18 +61,29 @@ def estimate_cmvn(utts: list[Utterance], data: SpeechDataConfig, log: Callable[[
 
 
 class CTCLoss(nn.Module):
-    """A CTC model and its loss as one module for DDP: (feats, feat_lens, targets, target_lens)
-    -> (loss sum, loss sum detached)."""
+    """A CTC (or hybrid CTC/attention) model and its loss as one module for DDP:
+    (feats, feat_lens, targets, target_lens) -> (loss sum, nll sum detached), where a hybrid model's
+    loss is ctc_weight * CTC + (1 - ctc_weight) * label-smoothed attention cross-entropy."""
 
-    def __init__(self, model: CTCModel, autocast: AbstractContextManager) -> None:
+    def __init__(self, model: CTCModel, autocast: AbstractContextManager, *, ctc_weight: float = 1.0,
+                 reverse_weight: float = 0.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.model, self.autocast = model, autocast
+        self.ctc_weight = ctc_weight if model.decoder is not None else 1.0
+        self.reverse_weight, self.label_smoothing = reverse_weight, label_smoothing
 
     def forward(self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor) -> tuple[Tensor, Tensor]:
         with self.autocast:
-            log_probs, out_lens = self.model(feats, feat_lens)
-        loss = ctc_loss(log_probs.float(), out_lens, targets, target_lens)
-        return loss, loss.detach()
+            out, out_lens = self.model.encode(feats, feat_lens)
+            log_probs = self.model.ctc_log_probs(out)
+        ctc = ctc_loss(log_probs, out_lens, targets, target_lens)
+        w = self.ctc_weight
+        if w == 1.0:
+            return ctc, ctc.detach()
+        with self.autocast:
+            att, att_nll = attention_loss(self.model, out, out_lens, targets, target_lens,
+                                          self.label_smoothing, self.reverse_weight)
+        return w * ctc + (1 - w) * att, (w * ctc + (1 - w) * att_nll).detach()
 
 
 class CTCTask:
@@ -133,7 +144,9 @@ class CTCTask:
         return model
 
     def loss_module(self, model: nn.Module, autocast: AbstractContextManager) -> nn.Module:
-        return CTCLoss(model, autocast)  # type: ignore[arg-type]
+        m = self.cfg.model
+        return CTCLoss(model, autocast, ctc_weight=m.ctc_weight, reverse_weight=m.reverse_weight,  # type: ignore[arg-type]
+                       label_smoothing=self.cfg.train.label_smoothing)
 
     def batches(self, epoch: int) -> list[list[int]]:
         t = self.cfg.train
@@ -156,23 +169,30 @@ class CTCTask:
         batches = make_speech_batches(utterance_frames(self.valid, self.fbank), max_frames=self.cfg.train.max_tokens,
                                       seed=0, epoch=0, shuffle=False)
         mine = dist.shard(batches)
-        loss_sum = tokens = 0.0
+        loss_sum = att_sum = tokens = 0.0
         decoded: list[tuple[int, list[int]]] = []
+        hybrid = getattr(model, "decoder", None) is not None
         for batch in iterate_speech(mine, collator, num_workers=self.cfg.data.num_workers):
             batch = batch.to(device)
             with autocast:
-                log_probs, out_lens = model(batch.feats, batch.feat_lens)
+                out, out_lens = model.encode(batch.feats, batch.feat_lens)  # type: ignore[operator]
+                log_probs = model.ctc_log_probs(out)  # type: ignore[operator]
+                if hybrid:
+                    att_sum += float(attention_loss(model, out, out_lens, batch.targets,  # type: ignore[arg-type]
+                                                    batch.target_lens)[1])
             loss_sum += float(ctc_loss(log_probs.float(), out_lens, batch.targets, batch.target_lens))
             tokens += batch.num_tokens
             hyps = ctc_greedy(log_probs.float().cpu(), out_lens.cpu())
             decoded += [(int(i), h.tokens) for i, h in zip(batch.indices, hyps, strict=True)]
-        loss_sum, tokens = dist.sum([loss_sum, tokens], device)
+        loss_sum, att_sum, tokens = dist.sum([loss_sum, att_sum, tokens], device)
         pairs = [p for part in dist.gather(decoded) for p in part]  # every rank's (index, tokens)
         order = dict(pairs)
         texts = self.tokenizer.decode([order[i] for i in range(len(self.valid))])
         refs = [u.text for u in self.valid]
         result = {"loss": round(loss_sum / tokens, 4), "wer": round(wer(texts, refs), 2),
                   "cer": round(cer(texts, refs), 2)}
+        if hybrid:
+            result["att_loss"] = round(att_sum / tokens, 4)
         return result, -result["wer"]
 
     def model_files(self) -> list[Path]:

@@ -42,6 +42,10 @@ def weight_aliases(cfg: RunConfig) -> set[str]:
     """Parameter names stored once because they are tied to another."""
     if cfg.task == "rnn_translation":
         return rnn.tied_aliases(cfg.model)
+    if cfg.task == "ctc":
+        from transduce.models.ctc import tied_aliases as ctc_aliases
+
+        return ctc_aliases(cfg.model)
     return tied_aliases(cfg.model) if cfg.task == "translation" else set()
 
 
