@@ -1,4 +1,6 @@
-"""Python API for speech recognition: ``Recognizer.load(DIR).transcribe([...])``."""
+"""Python API for speech recognition: ``Recognizer.load(DIR).transcribe([...])``, with the decoding modes
+of a CTC or hybrid CTC/attention model (``CTCDecodeConfig.mode``), and ``Recognizer.stream()`` for
+chunk-by-chunk recognition of live audio (``transduce/streaming/stream.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -20,9 +23,16 @@ from transduce.data.features import Fbank
 from transduce.data.speech_batching import pad_features
 from transduce.data.tokenizer import Tokenizer
 from transduce.decoding.ctc import CTCHypothesis, ctc_beam_search, ctc_greedy
-from transduce.models.ctc import CTCModel, build_ctc
+from transduce.decoding.joint import attention_rescore, joint_beam_search
+from transduce.models.ctc import CTCModel, build_ctc, tied_aliases
 from transduce.train.ctc_task import fbank_config
 from transduce.translate import resolve_model_dir
+
+if TYPE_CHECKING:
+    from transduce.streaming.endpoint import EndpointConfig
+    from transduce.streaming.stream import Stream
+
+MODES = ("ctc", "attention", "joint", "rescore")
 
 Audio = str | Path | Tensor
 """A file path, or a 1-D float waveform already at the model's sample rate."""
@@ -47,6 +57,7 @@ def load_ctc_dir(path: str | Path) -> tuple[CTCModel, Tokenizer, RunConfig, dict
     model = build_ctc(cfg.model, len(tokenizer), GlobalCMVN(cfg.data.num_mel_bins))
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if k not in tied_aliases(cfg.model)]
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match config (missing {missing}, unexpected {unexpected})")
     card_path = folder / "card.json"
@@ -76,38 +87,98 @@ class Recognizer:
         with torch.no_grad():
             return self.fbank(wave.float())
 
+    def _check_mode(self, cfg: CTCDecodeConfig) -> None:
+        if cfg.mode not in MODES:
+            raise ValueError(f"decode.mode: unknown mode {cfg.mode!r} (known: {', '.join(MODES)})")
+        if cfg.mode != "ctc" and self.model.decoder is None:
+            raise ValueError(f"decode.mode {cfg.mode} needs an attention decoder; this model is CTC only")
+
     @torch.no_grad()
-    def log_probs(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """B feature matrices -> CTC log-probs (B, T', V) and lengths (B,), on the CPU."""
+    def encode(self, feats: list[Tensor], cfg: CTCDecodeConfig) -> tuple[Tensor, Tensor]:
+        """B feature matrices -> encoder output (B, T', D) and lengths (B,), on the model's device."""
         x, lens = pad_features(feats)
-        out, out_lens = self.model(x.to(self.device), lens.to(self.device))
-        return out.cpu(), out_lens.cpu()
+        return self.model.encode(x.to(self.device), lens.to(self.device), chunk_size=cfg.chunk_size,
+                                 left_chunks=cfg.left_chunks)
+
+    @torch.no_grad()
+    def log_probs(self, feats: list[Tensor], **overrides: object) -> tuple[Tensor, Tensor]:
+        """B feature matrices -> CTC log-probs (B, T', V) and lengths (B,), on the CPU."""
+        cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
+        out, lens = self.encode(feats, cfg)
+        return self.model.ctc_log_probs(out).cpu(), lens.cpu()
 
     def search(self, audio: Sequence[Audio], **overrides: object) -> list[list[Transcript]]:
         """N-best transcripts per input, in input order; ``overrides`` are CTCDecodeConfig fields."""
         cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
+        self._check_mode(cfg)
         feats = [self.features(a) for a in audio]
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))  # similar lengths together
         results: list[list[Transcript]] = [[] for _ in feats]
         with tqdm(total=len(feats), desc="transcribe", unit="utt", disable=None, leave=False) as bar:
             for start in range(0, len(order), cfg.batch_size):
                 chunk = order[start : start + cfg.batch_size]
-                log_probs, lens = self.log_probs([feats[i] for i in chunk])
-                for i, nbest in zip(chunk, self._decode(log_probs, lens, cfg), strict=True):
-                    results[i] = [self._transcript(h) for h in nbest]
+                out, lens = self.encode([feats[i] for i in chunk], cfg)
+                for i, nbest in zip(chunk, self.decode(out, lens, cfg), strict=True):
+                    results[i] = nbest
                 bar.update(len(chunk))
         return results
 
-    def _decode(self, log_probs: Tensor, lens: Tensor, cfg: CTCDecodeConfig) -> list[list[CTCHypothesis]]:
-        if cfg.beam <= 1 and cfg.nbest <= 1:
+    @torch.no_grad()
+    def decode(self, out: Tensor, lens: Tensor, cfg: CTCDecodeConfig) -> list[list[Transcript]]:
+        """Encoder output (B, T', D), lengths (B,) -> n-best transcripts per row, by ``cfg.mode``."""
+        log_probs = self.model.ctc_log_probs(out)
+        if cfg.mode == "ctc":
+            return [[self._transcript(h) for h in nbest] for nbest in self._ctc(log_probs.cpu(), lens.cpu(), cfg)]
+        if cfg.mode == "rescore":
+            return self._rescore(out, lens, log_probs, cfg)
+        weight = cfg.ctc_weight if cfg.mode == "joint" else 0.0
+        found = joint_beam_search(self.model, out, lens, log_probs, lens, beam=cfg.beam, ctc_weight=weight,
+                                  len_penalty=cfg.len_penalty, nbest=cfg.nbest)
+        return [[self._transcript(CTCHypothesis(h.tokens, h.score, [])) for h in nbest] for nbest in found]
+
+    def _ctc(self, log_probs: Tensor, lens: Tensor, cfg: CTCDecodeConfig, nbest: int = 0) -> list[list[CTCHypothesis]]:
+        nbest = nbest or cfg.nbest
+        if cfg.beam <= 1 and nbest <= 1:
             return [[h] for h in ctc_greedy(log_probs, lens)]
-        return ctc_beam_search(log_probs, lens, beam=max(cfg.beam, cfg.nbest), token_prune=cfg.token_prune,
-                               nbest=cfg.nbest)
+        return ctc_beam_search(log_probs, lens, beam=max(cfg.beam, nbest), token_prune=cfg.token_prune, nbest=nbest)
+
+    def _rescore(self, out: Tensor, lens: Tensor, log_probs: Tensor, cfg: CTCDecodeConfig) -> list[list[Transcript]]:
+        """WeNet attention rescoring: the CTC prefix beam's n-best (``beam`` of them), ranked by decoder score +
+        ctc_weight * CTC score; the best goes first (keeping its CTC timestamps)."""
+        candidates = self._ctc(log_probs.cpu(), lens.cpu(), cfg, nbest=max(cfg.beam, cfg.nbest))
+        best = attention_rescore(self.model.attention_decoder(), out, lens, [[h.tokens for h in c] for c in candidates],
+                                 [[h.score for h in c] for c in candidates], ctc_weight=cfg.ctc_weight,
+                                 reverse_decoder=self.model.reverse_decoder, reverse_weight=cfg.reverse_weight)
+        results = []
+        for hyps, (index, score) in zip(candidates, best, strict=True):
+            ranked = [replace(hyps[index], score=score)] + [h for i, h in enumerate(hyps) if i != index]
+            results.append([self._transcript(h) for h in ranked[: cfg.nbest]])
+        return results
 
     def _transcript(self, hyp: CTCHypothesis) -> Transcript:
         return Transcript(text=self.tokenizer.decode([hyp.tokens])[0], score=hyp.score,
                           tokens=self.tokenizer.id_to_piece(hyp.tokens),
                           times=[round(t * self.seconds_per_output, 3) for t in hyp.timestamps])
+
+    def chunk_frames(self, chunk_ms: float) -> int:
+        """Milliseconds of audio -> encoder frames per chunk (at least 1)."""
+        return max(1, round(chunk_ms / 1000 / self.seconds_per_output))
+
+    def stream(self, chunk_ms: float | None = None, *, endpoint: EndpointConfig | None = None,
+               **overrides: object) -> Stream:
+        """A live stream: ``accept(pcm)``, ``partial()``, ``finalize()`` (``transduce/streaming/stream.py``).
+        ``chunk_ms`` sets the chunk (else ``decode.chunk_size`` frames, else 640 ms); ``endpoint`` the
+        segmentation rules (None = one segment until ``finalize``); ``overrides`` are CTCDecodeConfig fields
+        (beam, ctc_weight and reverse_weight for the rescoring at each endpoint, left_chunks, mode: ctc turns
+        rescoring off)."""
+        from transduce.streaming.stream import Stream
+
+        cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
+        self._check_mode(cfg)
+        chunk = self.chunk_frames(chunk_ms) if chunk_ms else cfg.chunk_size or self.chunk_frames(640)
+        return Stream(self, chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
+                      rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight, reverse_weight=cfg.reverse_weight,
+                      endpoint=endpoint)
 
     def transcribe(self, audio: Sequence[Audio], **overrides: object) -> list[str]:
         """Best transcript per input, in input order."""

@@ -172,14 +172,15 @@ class CTCModel(nn.Module):
 
     # attention decoder: the StepModel interface of decoding/, over encoder output as memory
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> DecoderState:
-        return self._decoder().init_state(memory, memory_lens)
+        return self.attention_decoder().init_state(memory, memory_lens)
 
     def step(self, tokens: Tensor, memory: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        log_probs, state = self._decoder().step(tokens, memory, state)
+        log_probs, state = self.attention_decoder().step(tokens, memory, state)
         log_probs[:, PAD] = float("-inf")  # PAD is the CTC blank, never an output token
         return log_probs, state
 
-    def _decoder(self) -> TransformerDecoder:
+    def attention_decoder(self) -> TransformerDecoder:
+        """The left-to-right decoder; a clear error for a CTC-only model."""
         if self.decoder is None:
             raise ValueError("this model has no attention decoder (model.decoder_layers: 0)")
         return self.decoder
