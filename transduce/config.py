@@ -124,6 +124,9 @@ class DecodeConfig:
     """Hypotheses returned per sentence."""
     batch_size: int = 64
     """Sentences decoded together."""
+    coverage_penalty: float = 0.0
+    """GNMT coverage penalty beta (Wu et al. 2016) in beam search, 0 = off; needs a model that
+    returns cross-attention weights (RNN and Transformer translation models do)."""
 
 
 @dataclass(kw_only=True)

@@ -130,7 +130,119 @@ def test_missing_model_is_a_user_error(capsys, tmp_path: Path) -> None:
 
 
 def test_console_script_help() -> None:
-    for command in ["data", "train", "translate", "evaluate", "average", "info"]:
+    for command in ["data", "train", "translate", "evaluate", "align", "average", "info"]:
         result = subprocess.run([sys.executable, "-m", "transduce", command, "--help"],
                                 capture_output=True, text=True, check=False)
         assert result.returncode == 0 and "usage: transduce" in result.stdout
+
+
+# ---- attention plots, forced alignment, coverage penalty ------------------------------------------
+@pytest.fixture(scope="module")
+def rnn_run(tmp_path_factory) -> Path:
+    """tiny-reverse-rnn after 2 updates: plots need an RNN model, not a good one."""
+    from transduce.data.toy import write_toy
+
+    base = tmp_path_factory.mktemp("rnn")
+    data = write_toy(base / "data", task="reverse", train=200, valid=10, test=0)
+    assert main(["train", str(ROOT / "recipes" / "tiny-reverse-rnn.yaml"), "--out", str(base / "run"),
+                 "--no-progress", "--set", f"data.dir={data}", "--set", "train.max_updates=2",
+                 "--set", "train.eval_every=2"]) == 0
+    return base / "run"
+
+
+def _assert_pngs(paths: list[Path]) -> None:
+    """Each a real PNG (signature, decodes) of a readable size, not blank."""
+    from matplotlib.image import imread
+    from PIL import Image
+
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 400 and image.height >= 300, image.size
+        pixels = imread(path)  # (H, W, 4) floats in [0, 1]
+        assert pixels[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize("kind", ["transformer", "rnn"])
+def test_plot_attention_writes_one_png_per_sentence(kind: str, request, capsys, tmp_path: Path) -> None:
+    model = request.getfixturevalue("trained") / "run" if kind == "transformer" else request.getfixturevalue("rnn_run")
+    choice = ["--attention-layer", "0", "--attention-head", "1"] if kind == "transformer" else []
+    capsys.readouterr()
+    code, plain, _ = run(["translate", "--model", str(model), "a b c", "d e f g h"], capsys)
+    code, out, err = run(["translate", "--model", str(model), "--plot-attention", str(tmp_path / "plots"), *choice,
+                          "a b c", "d e f g h"], capsys)
+    assert code == 0 and out == plain  # plotting does not change the translations
+    assert "2 attention plots written" in err
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["0001.png", "0002.png"]
+    _assert_pngs(sorted((tmp_path / "plots").iterdir()))
+
+
+def test_align_prints_log_probs_and_writes_pngs_and_text(trained: Path, capsys, tmp_path: Path) -> None:
+    """The forced log-probability of the model's own best output equals the beam's (score x length
+    with the recipe's length penalty 1.0); text alignments have one row per target piece and EOS."""
+    capsys.readouterr()
+    code, out, _ = run(["translate", "--model", str(trained / "run"), "--nbest", "2", "a b c d"], capsys)
+    score, best = out.splitlines()[0].split("\t")
+    (tmp_path / "src").write_text("a b c d\ne f\n")
+    (tmp_path / "tgt").write_text(f"{best}\nf e\n")
+    code, out, _ = run(["align", "--model", str(trained / "run"), "--src", str(tmp_path / "src"),
+                        "--tgt", str(tmp_path / "tgt"), "--out", str(tmp_path / "al")], capsys)
+    assert code == 0
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert float(rows[0][1]) == pytest.approx(float(score) * (len(best.split()) + 1), abs=2e-3)
+    assert float(rows[1][1]) < 0 and len(rows[1][2].split()) == 3  # f, e, EOS: one link each
+    names = sorted(p.name for p in (tmp_path / "al").iterdir())
+    assert names == ["0001.png", "0001.txt", "0002.png", "0002.txt"]
+    _assert_pngs([tmp_path / "al" / "0001.png", tmp_path / "al" / "0002.png"])
+    text = (tmp_path / "al" / "0002.txt").read_text().splitlines()
+    assert text[0].startswith("# pair 2\tlog_prob ") and len(text) == 3 + 3  # header, then f, e, EOS
+    assert [line.split("\t")[1] for line in text[3:]] == ["\u2581f", "\u2581e", "</s>"]
+
+
+def test_align_text_only_for_an_rnn(rnn_run: Path, capsys, tmp_path: Path) -> None:
+    (tmp_path / "src").write_text("a b\n")
+    (tmp_path / "tgt").write_text("b a\n")
+    code, out, _ = run(["align", "--model", str(rnn_run), "--src", str(tmp_path / "src"), "--tgt",
+                        str(tmp_path / "tgt"), "--out", str(tmp_path / "al"), "--format", "txt"], capsys)
+    assert code == 0 and len(out.splitlines()) == 1
+    assert [p.name for p in (tmp_path / "al").iterdir()] == ["0001.txt"]
+
+
+def test_attention_and_penalty_usage_errors(trained: Path, rnn_run: Path, capsys, tmp_path: Path) -> None:
+    (tmp_path / "one").write_text("a\n")
+    (tmp_path / "two").write_text("a\nb\n")
+    cases = [
+        (["translate", "--model", str(trained / "run"), "--attention-head", "0", "a"], "give --plot-attention"),
+        (["translate", "--model", str(trained / "run"), "--plot-attention", str(tmp_path / "p"),
+          "--attention-layer", "2", "a"], "attention layer 2 out of range"),
+        (["translate", "--model", str(trained / "run"), "--plot-attention", str(tmp_path / "p"),
+          "--attention-head", "4", "a"], "attention head 4 out of range"),
+        (["align", "--model", str(rnn_run), "--src", str(tmp_path / "one"), "--tgt", str(tmp_path / "one"),
+          "--out", str(tmp_path / "a"), "--attention-head", "0"], "single attention"),
+        (["align", "--model", str(rnn_run), "--src", str(tmp_path / "one"), "--tgt", str(tmp_path / "two"),
+          "--out", str(tmp_path / "a")], "has 1 lines but"),
+        (["translate", "--model", str(trained / "run"), "--coverage-penalty", "-1", "a"], "must be >= 0"),
+    ]
+    for argv, expected in cases:
+        code, _, err = run(argv, capsys)
+        assert code == 2 and expected in err, (argv, err)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "a").exists()
+
+
+def test_coverage_penalty_flag(trained: Path, capsys, tmp_path: Path) -> None:
+    model = str(trained / "run")
+    _, plain, _ = run(["translate", "--model", model, "--nbest", "3", "a b c d", "e f g"], capsys)
+    _, zero, _ = run(["translate", "--model", model, "--nbest", "3", "--coverage-penalty", "0", "a b c d", "e f g"],
+                     capsys)
+    code, penalized, _ = run(["translate", "--model", model, "--nbest", "3", "--coverage-penalty", "0.5",
+                              "a b c d", "e f g"], capsys)
+    assert zero == plain and code == 0
+    assert penalized.splitlines()[0].split("\t")[1] == "d c b a"
+    scores = [float(line.split("\t")[0]) for line in penalized.splitlines() if line]
+    assert scores != [float(line.split("\t")[0]) for line in plain.splitlines() if line]  # the penalty counts
+    (tmp_path / "src").write_text("a b c\n")
+    (tmp_path / "ref").write_text("c b a\n")
+    code, out, _ = run(["evaluate", "--model", model, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
+                        "--lang", "en", "--coverage-penalty", "0.2"], capsys)
+    assert code == 0 and json.loads(out)["sentences"] == 1

@@ -19,7 +19,7 @@ from transduce.models.rnn import RNNConfig, build_rnn, coverage_loss, tied_alias
 from transduce.nn.masks import padding_mask
 from transduce.nn.rnn import final_states
 from transduce.nn.rnn_attention import ATTENTIONS
-from transduce.train.loss import SequenceLoss
+from transduce.train.loss import CoverageSequenceLoss, SequenceLoss
 from transduce.train.trainer import Trainer
 from transduce.translate import Translator
 
@@ -131,6 +131,33 @@ def test_coverage_loss_against_loops() -> None:
     torch.testing.assert_close(coverage_loss(weights, tgt_mask), torch.tensor(want))
 
 
+def test_coverage_loss_term_in_training_loss_equals_hand_computation_and_trains_attention() -> None:
+    """CoverageSequenceLoss - SequenceLoss = weight x sum over real target steps t and sources s of
+    min(a_t,s, sum_{t'<t} a_t',s), looped by hand on the model's own weights; its gradient reaches
+    the attention (whose coverage feature the loss is meant to train)."""
+    model = _model(attention="additive", coverage=True)
+    src, src_lens, tgt_in = _inputs()
+    tgt_out = torch.cat([tgt_in[:, 1:], torch.full((3, 1), 3)], dim=1)  # (B, T)
+    tgt_out[1, 4:] = PAD  # a shorter target: its padding steps must not count
+    weight = 0.7
+    with torch.no_grad():
+        a = model.align(src, src_lens, tgt_in)  # (B, T, S)
+    want = 0.0
+    for b in range(3):
+        for t in range(int((tgt_out[b] != PAD).sum())):
+            want += sum(min(float(a[b, t, s]), float(a[b, :t, s].sum())) for s in range(int(src_lens[b])))
+    plain, nll = SequenceLoss(model, epsilon=0.1, ignore_index=PAD)(src, src_lens, tgt_in, tgt_out)
+    total, nll_cov = CoverageSequenceLoss(model, epsilon=0.1, ignore_index=PAD, weight=weight)(
+        src, src_lens, tgt_in, tgt_out)
+    assert want > 0.1
+    torch.testing.assert_close(float((total - plain).detach()), weight * want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(nll, nll_cov)  # the reported NLL stays the NLL
+    (total - plain).backward()
+    grads = [p.grad for p in model.decoder.attention.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads if g is not None)
+
+
 def test_state_reorder_equals_decoding_reordered_rows() -> None:
     model = _model(attention="location", coverage=True)
     src, src_lens, tgt_in = _inputs()
@@ -208,8 +235,10 @@ def test_invalid_configs_fail_clearly() -> None:
         build_rnn(RNNConfig(attention="dot", coverage=True), 7, 7)
     with pytest.raises(ValueError, match="even"):
         build_rnn(RNNConfig(hidden=7), 7, 7)
-    with pytest.raises(ValueError, match="coverage_loss_weight"):
-        build_rnn(RNNConfig(coverage=True, coverage_loss_weight=1.0), 7, 7)
+    with pytest.raises(ValueError, match="coverage_loss_weight needs model.coverage"):
+        build_rnn(RNNConfig(coverage_loss_weight=1.0), 7, 7)
+    with pytest.raises(ValueError, match="coverage_loss_weight must be >= 0"):
+        build_rnn(RNNConfig(coverage=True, coverage_loss_weight=-1.0), 7, 7)
     with pytest.raises(ValueError, match="unknown RNN cell"):
         build_rnn(RNNConfig(cell="rnn"), 7, 7)
 
@@ -265,6 +294,17 @@ def test_every_attention_learns_reverse_and_searches_from_export(attention: str,
     nbest = translator.translate_nbest(sources[:3], nbest=2, beam=4)
     assert all(len(row) == 2 and row[0][1] >= row[1][1] for row in nbest)
 
+
+def test_training_with_coverage_loss_runs(reverse_data: Path, tmp_path: Path) -> None:
+    cfg = _reverse_config(reverse_data, "additive")
+    cfg.model.coverage, cfg.model.coverage_loss_weight = True, 1.0
+    cfg.train.max_updates, cfg.train.eval_every, cfg.train.log_every, cfg.train.eval_bleu = 6, 6, 3, False
+    cfg.train.label_smoothing = 0.0  # so the logged loss exceeds the NLL by the coverage term alone
+    trainer = Trainer(cfg, tmp_path / "run", log=lambda _: None, show_progress=False)
+    assert isinstance(trainer.step_module, CoverageSequenceLoss)
+    trainer.fit()
+    train = [h for h in trainer.state.history if h.get("kind") == "train"]
+    assert len(train) == 2 and all(h["loss"] > h["nll"] > 0 for h in train)
 
 
 def test_info_describes_an_rnn_model(tmp_path: Path, capsys) -> None:

@@ -59,8 +59,11 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _decode_overrides(args: argparse.Namespace) -> dict[str, object]:
-    names = {"beam": "beam", "len_penalty": "len_penalty", "batch_size": "batch_size"}
-    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    names = {"beam": "beam", "len_penalty": "len_penalty", "batch_size": "batch_size",
+             "coverage_penalty": "coverage_penalty"}
+    if (getattr(args, "coverage_penalty", None) or 0.0) < 0:
+        raise UsageError(f"--coverage-penalty must be >= 0, got {args.coverage_penalty}")
+    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
 
 
 def _load_translator(path: str):
@@ -77,16 +80,62 @@ def translate(args: argparse.Namespace) -> int:
         lines.extend(read_lines(path))
     if not args.sentences and not args.input:
         lines = [line.rstrip("\n") for line in sys.stdin]
+    if args.plot_attention is None and (args.attention_layer is not None or args.attention_head is not None):
+        raise UsageError("--attention-layer/--attention-head choose what --plot-attention draws; give --plot-attention")
     translator = _load_translator(args.model)
     overrides = _decode_overrides(args)
+    if args.plot_attention is not None:
+        _check_attention(translator, args)
     if args.nbest > 1:
-        for row in translator.translate_nbest(lines, args.nbest, **overrides):
-            for text, score in row:
-                print(f"{score:.4f}\t{text}")
-            print()
-    else:
-        for text in translator.translate(lines, **overrides):
-            print(text)
+        beam = overrides.get("beam", translator.config.decode.beam)
+        overrides.update(nbest=args.nbest, beam=max(args.nbest, int(beam)))  # type: ignore[call-overload]
+    rows = translator.search(lines, **overrides)
+    for row in rows:
+        texts = translator.tokenizers.tgt.decode([h.tokens for h in row])
+        if args.nbest > 1:
+            print("".join(f"{h.score:.4f}\t{text}\n" for h, text in zip(row, texts, strict=True)))
+        else:
+            print(texts[0])
+    if args.plot_attention is not None:
+        _plot_attention(translator, args, lines, [row[0].tokens for row in rows])
+    return 0
+
+
+def _plot_attention(translator, args: argparse.Namespace, lines: list[str], outputs: list[list[int]]) -> None:
+    """Teacher-force the best outputs to get the attention the search used; one PNG per line."""
+    from transduce.align import align_ids, attention_label, write_alignments
+
+    layer, head = args.attention_layer, args.attention_head
+    alignments = align_ids(translator, lines, outputs, layer=layer, head=head, batch_size=args.batch_size)
+    written = write_alignments(alignments, Path(args.plot_attention),
+                               attention=attention_label(translator.model, layer, head))
+    print(f"{len(written)} attention plots written to {args.plot_attention}", file=sys.stderr)
+
+
+def _check_attention(translator, args: argparse.Namespace) -> None:
+    from transduce.align import check_attention_choice
+
+    try:
+        check_attention_choice(translator.model, args.attention_layer, args.attention_head)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def align(args: argparse.Namespace) -> int:
+    from transduce.align import align_texts, attention_label, pharaoh, write_alignments
+
+    src, tgt = read_lines(args.src), read_lines(args.tgt)
+    if len(src) != len(tgt):
+        raise UsageError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
+    translator = _load_translator(args.model)
+    _check_attention(translator, args)
+    alignments = align_texts(translator, src, tgt, layer=args.attention_layer, head=args.attention_head,
+                             batch_size=args.batch_size)
+    write_alignments(alignments, Path(args.out), png=args.format in ("png", "both"),
+                     txt=args.format in ("txt", "both"), label="pair",
+                     attention=attention_label(translator.model, args.attention_layer, args.attention_head))
+    for i, alignment in enumerate(alignments, start=1):
+        print(f"{i}\t{alignment.log_prob:.4f}\t{pharaoh(alignment)}")
     return 0
 
 

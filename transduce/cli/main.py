@@ -1,4 +1,4 @@
-"""``transduce`` command: data, train, translate, transcribe, evaluate, average, info."""
+"""``transduce`` command: data, train, translate, transcribe, evaluate, align, average, info."""
 
 from __future__ import annotations
 
@@ -58,16 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--len-penalty", type=float, help="length penalty alpha")
         p.add_argument("--batch-size", type=int, help="sentences per batch")
 
+    def attention_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--attention-layer", type=int, metavar="N",
+                       help="Transformer: decoder layer whose cross-attention is shown (0-based, negative from "
+                            "the end; default the last; plot titles count from 1)")
+        p.add_argument("--attention-head", type=int, metavar="N",
+                       help="Transformer: show this head (0-based) instead of the mean over heads")
+
     def speech_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, help="speech model folder (or run folder)")
         p.add_argument("--beam", type=int, help="CTC prefix beam size (1 = greedy); default from the model")
         p.add_argument("--token-prune", type=int, help="tokens per frame in beam search (0 = all)")
         p.add_argument("--batch-size", type=int, help="utterances per batch")
+        hybrid_options(p)
+
+    def hybrid_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--mode", choices=["ctc", "attention", "joint", "rescore"],
+                       help="speech decoding: ctc (greedy/prefix beam), attention beam, joint CTC/attention beam, "
+                            "or attention rescoring of the CTC n-best (hybrid models); default from the model")
+        p.add_argument("--ctc-weight", type=float, help="speech: CTC weight in joint search / rescoring")
+        p.add_argument("--reverse-weight", type=float, help="speech: right-to-left decoder share in rescoring")
+        p.add_argument("--chunk-ms", type=float, help="speech: attention chunk in ms (streaming-equivalent; "
+                                                      "with --stream, the chunk fed per step; default 640)")
+        p.add_argument("--left-chunks", type=int, help="speech: left chunks each chunk sees (-1 = all)")
+        p.add_argument("--stream", action="store_true", help="speech: recognize chunk by chunk as live audio")
+        p.add_argument("--endpoint-silence", type=float,
+                       help="speech --stream: end a segment after this much trailing silence in seconds "
+                            "(0 = one segment per file; transcribe default 0.8, evaluate default 0)")
 
     tr = sub.add_parser("translate", help="translate lines from stdin, files or arguments")
     decode_options(tr)
     tr.add_argument("--nbest", type=int, default=1, help="print the K best as 'score<TAB>text'")
     tr.add_argument("--input", action="append", default=[], help="input file (repeatable)")
+    tr.add_argument("--coverage-penalty", type=float, help="GNMT coverage penalty beta in beam search (0 = off)")
+    tr.add_argument("--plot-attention", metavar="DIR",
+                    help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
+    attention_options(tr)
     tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin)")
 
     tc = sub.add_parser("transcribe", help="speech to text: FILE<TAB>TRANSCRIPT lines, or JSON lines with --manifest")
@@ -75,11 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--manifest", help="JSON-lines manifest: print {id, text} per utterance")
     tc.add_argument("--nbest", type=int, default=1, help="print the K best as 'FILE<TAB>score<TAB>text'")
     tc.add_argument("--timestamps", action="store_true", help="also print each token's start time (JSON)")
+    tc.add_argument("--realtime", action="store_true", help="with --stream: feed audio no faster than real time")
     tc.add_argument("files", nargs="*", help="audio files (wav, flac, ogg)")
 
     ev = sub.add_parser("evaluate", help="BLEU/chrF of a translation model, or WER/CER of a speech model, as JSON")
     decode_options(ev, required=True)
     ev.add_argument("--token-prune", type=int, help="speech: tokens per frame in beam search (0 = all)")
+    hybrid_options(ev)
     ev.add_argument("--src", help="translation: source file (one sentence per line; .gz ok)")
     ev.add_argument("--ref", help="translation: reference file, detokenized")
     ev.add_argument("--manifest", help="speech: JSON-lines manifest with reference transcripts")
@@ -88,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ref-tok", help="official tokenized lowercased references (else made from --ref)")
     ev.add_argument("--lang", help="target language for Moses tokenization (default: the model's)")
     ev.add_argument("--output", help="also write the translations here")
+    ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
+
+    al = sub.add_parser("align", help="forced alignment of source/target pairs: attention heatmaps and/or "
+                                      "text alignments, log-probabilities on stdout")
+    al.add_argument("--model", required=True, help="translation model folder (or run folder)")
+    al.add_argument("--src", required=True, help="source sentences, one per line")
+    al.add_argument("--tgt", required=True, help="target sentences, one per line (the same count)")
+    al.add_argument("--out", required=True, help="folder for NNNN.png / NNNN.txt per pair (numbered from 1)")
+    al.add_argument("--format", choices=["png", "txt", "both"], default="both",
+                    help="heatmaps, text alignments (argmax source piece per target piece) or both (default)")
+    al.add_argument("--batch-size", type=int, help="pairs per batch")
+    attention_options(al)
 
     av = sub.add_parser("average", help="average the last N checkpoints of a run into a model folder")
     av.add_argument("run", help="run folder")

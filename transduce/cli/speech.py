@@ -5,14 +5,53 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transduce.data.audio import audio_duration
 
+if TYPE_CHECKING:
+    from torch import Tensor
 
-def speech_overrides(args: argparse.Namespace) -> dict[str, object]:
-    names = {"beam": "beam", "token_prune": "token_prune", "batch_size": "batch_size"}
-    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
+    from transduce.recognize import Recognizer
+    from transduce.streaming.endpoint import EndpointConfig
+    from transduce.streaming.stream import Segment, Stream
+
+
+def speech_overrides(args: argparse.Namespace, recognizer: Recognizer) -> dict[str, object]:
+    """CTCDecodeConfig overrides from the command line (``--chunk-ms`` converted to encoder frames)."""
+    names = ("beam", "token_prune", "batch_size", "mode", "ctc_weight", "reverse_weight", "left_chunks")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if getattr(args, "chunk_ms", None):
+        overrides["chunk_size"] = recognizer.chunk_frames(args.chunk_ms)
+    return overrides
+
+
+def _endpoint(args: argparse.Namespace, default: float) -> EndpointConfig | None:
+    from transduce.streaming.endpoint import EndpointConfig
+
+    silence = default if args.endpoint_silence is None else args.endpoint_silence
+    return EndpointConfig(trailing_silence=silence) if silence > 0 else None
+
+
+def stream_file(recognizer: Recognizer, wave: Tensor, chunk_ms: float, endpoint: EndpointConfig | None,
+                overrides: dict[str, object], on_partial: Callable[[str], None] | None = None,
+                realtime: bool = False) -> tuple[list[Segment], Stream]:
+    """Feed ``wave`` to a new stream ``chunk_ms`` of audio at a time, as a live source would."""
+    stream = recognizer.stream(chunk_ms, endpoint=endpoint, **overrides)
+    step = max(1, round(chunk_ms / 1000 * recognizer.sample_rate))
+    segments: list[Segment] = []
+    shown = ""
+    for start in range(0, wave.numel(), step):
+        chunk = wave[start : start + step]
+        segments += stream.accept(chunk)
+        if on_partial is not None and stream.partial() != shown:
+            shown = stream.partial()
+            on_partial(shown)
+        if realtime:
+            time.sleep(max(0.0, chunk.numel() / recognizer.sample_rate - stream.stats.chunk_seconds[-1]))
+    return segments + stream.finalize(), stream
 
 
 def transcribe(args: argparse.Namespace, usage_error: type[Exception]) -> int:
@@ -22,7 +61,9 @@ def transcribe(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     if bool(args.files) == bool(args.manifest):
         raise usage_error("give audio files or --manifest (one of the two)")
     recognizer = Recognizer.load(args.model)
-    overrides = speech_overrides(args)
+    overrides = speech_overrides(args, recognizer)
+    if args.stream:
+        return _transcribe_stream(args, recognizer, overrides, usage_error)
     if args.manifest:
         utts = read_manifest(args.manifest)
         for utt, text in zip(utts, recognizer.transcribe([u.audio for u in utts], **overrides), strict=True):
@@ -43,6 +84,33 @@ def transcribe(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     return 0
 
 
+def _transcribe_stream(args: argparse.Namespace, recognizer: Recognizer, overrides: dict[str, object],
+                       usage_error: type[Exception]) -> int:
+    """Each file as a live stream: partials on stderr as they change, final segments on stdout as
+    FILE<TAB>START<TAB>END<TAB>TEXT (seconds)."""
+    import sys
+
+    from transduce.data.audio import load_audio
+
+    if args.manifest:
+        raise usage_error("--stream takes audio files, not --manifest")
+    overrides.pop("chunk_size", None)
+    tty = sys.stderr.isatty()
+
+    def show(text: str) -> None:
+        print(f"\r\033[K{text}" if tty else f"partial: {text}", end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    for path in args.files:
+        wave = load_audio(path, recognizer.sample_rate)
+        segments, _ = stream_file(recognizer, wave, args.chunk_ms or 640.0, _endpoint(args, 0.8), overrides,
+                                  on_partial=show, realtime=args.realtime)
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr)
+        for seg in segments:
+            print(f"{path}\t{seg.start:.2f}\t{seg.end:.2f}\t{seg.text}", flush=True)
+    return 0
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """WER/CER, real-time factor and throughput of a speech model on a manifest, as JSON."""
     from transduce.data.manifest import read_manifest
@@ -51,10 +119,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
     utts = read_manifest(args.manifest)
     recognizer = Recognizer.load(args.model)
-    overrides = speech_overrides(args)
+    overrides = speech_overrides(args, recognizer)
     audio_seconds = sum(audio_duration(u.audio) for u in utts)
     started = time.perf_counter()
-    hyps = recognizer.transcribe([u.audio for u in utts], **overrides)
+    if args.stream:
+        hyps, streaming = _evaluate_stream(args, recognizer, overrides, [u.audio for u in utts])
+    else:
+        hyps, streaming = recognizer.transcribe([u.audio for u in utts], **overrides), {}
     seconds = time.perf_counter() - started
     refs = [u.text for u in utts]
     if args.report:
@@ -64,7 +135,34 @@ def evaluate(args: argparse.Namespace) -> int:
         "wer": round(wer(hyps, refs), 2), "cer": round(cer(hyps, refs), 2), **error_counts(hyps, refs),
         "utterances": len(utts), "audio_seconds": round(audio_seconds, 1), "seconds": round(seconds, 2),
         "rtf": round(seconds / audio_seconds, 4), "utterances_per_second": round(len(utts) / seconds, 1),
-        "beam": decode["beam"],
+        "beam": decode["beam"], "mode": decode["mode"], **streaming,
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
+
+
+def _evaluate_stream(args: argparse.Namespace, recognizer: Recognizer, overrides: dict[str, object],
+                     audio: list) -> tuple[list[str], dict[str, object]]:
+    """Stream every utterance; returns the texts and the latency figures: per-chunk compute p50/p95 and
+    first-partial latency (audio received when the first token showed, minus that token's start time)."""
+    import numpy as np
+
+    from transduce.data.audio import load_audio
+
+    overrides.pop("chunk_size", None)
+    chunk_ms = args.chunk_ms or 640.0
+    texts, chunk_seconds, first = [], [], []
+    for path in audio:
+        segments, stream = stream_file(recognizer, load_audio(path, recognizer.sample_rate), chunk_ms,
+                                       _endpoint(args, 0.0), overrides)
+        texts.append(" ".join(seg.text for seg in segments))
+        chunk_seconds += stream.stats.chunk_seconds
+        if stream.stats.first_partial_at is not None and stream.stats.first_token_time is not None:
+            first.append(stream.stats.first_partial_at - stream.stats.first_token_time)
+    ms = np.array(chunk_seconds) * 1000
+    return texts, {
+        "streaming": True, "chunk_ms": chunk_ms, "chunk_frames": recognizer.chunk_frames(chunk_ms),
+        "chunk_latency_p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "chunk_latency_p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "first_partial_latency_ms": round(float(np.mean(first)) * 1000, 1) if first else None,
+    }

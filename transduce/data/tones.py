@@ -17,8 +17,9 @@ TONES = {"a": 400.0, "b": 900.0, "c": 1700.0, "d": 2900.0}
 
 
 def tone_utterance(letters: str, rng: np.random.Generator, sample_rate: int = 16000) -> torch.Tensor:
-    """1-D waveform: for each letter a 120-200 ms tone (random phase and level), 40-120 ms gaps."""
-    pieces = [np.zeros(int(sample_rate * rng.uniform(0.05, 0.15)))]
+    """1-D waveform: 0.05-1 s of leading silence (so models also learn silence, as streaming segments
+    start with it), then for each letter a 120-200 ms tone (random phase and level), 40-120 ms gaps."""
+    pieces = [np.zeros(int(sample_rate * rng.uniform(0.05, 1.0)))]
     for letter in letters:
         n = int(sample_rate * rng.uniform(0.12, 0.2))
         t = np.arange(n) / sample_rate

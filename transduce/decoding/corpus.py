@@ -26,6 +26,7 @@ def search_batch(model: StepModel, src_ids: list[list[int]], cfg: DecodeConfig,
     return beam_search(
         model, src, src_lens, beam=cfg.beam, nbest=cfg.nbest, len_penalty=cfg.len_penalty,
         len_penalty_style=cfg.len_penalty_style, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
+        coverage_penalty=cfg.coverage_penalty,
     )
 
 

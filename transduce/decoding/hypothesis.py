@@ -31,6 +31,22 @@ class StepModel(Protocol):
     def step(self, tokens: Tensor, memory: Tensor, state: Any) -> tuple[Tensor, Any]: ...
 
 
+class AttentionStepModel(StepModel, Protocol):
+    """A ``StepModel`` that can also return the cross-attention weights (N, S) each step used
+    (a Transformer: its last layer's, averaged over heads). Needed by the coverage penalty."""
+
+    def step_with_attention(self, tokens: Tensor, memory: Tensor, state: Any) -> tuple[Tensor, Any, Tensor]: ...
+
+
+def gnmt_coverage_penalty(attention_sums: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """GNMT coverage penalty (Wu et al. 2016) ``beta * sum_i log(min(sum_j p_ij, 1))``, added to the
+    length-normalized score: attention_sums (N, S) are each source position's attention summed over
+    the output steps (EOS included), mask (N, S) True on real source positions -> (N,) fp32, <= 0
+    for beta > 0. A position that got no attention at all gives -inf."""
+    capped = attention_sums.float().clamp(max=1.0).log()  # (N, S)
+    return beta * capped.masked_fill(~mask, 0.0).sum(dim=-1)
+
+
 def length_penalty(length: Tensor | int, alpha: float, style: str) -> Tensor | float:
     """Divisor of a summed log-prob: fairseq ``len^alpha`` or GNMT ``((5 + len) / 6)^alpha``.
     ``length`` counts output tokens including EOS."""

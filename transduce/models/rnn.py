@@ -6,7 +6,8 @@ Dimension letters: B batch (x beams), S source length, T target length, D attent
 Contract (the same as the Transformer's): ``encode(src, src_lens) -> (memory, memory_lens)``;
 ``features(src, src_lens, tgt_in) -> (B, T, D)``; ``output_weight`` (V, D);
 ``init_state(memory, memory_lens)``; ``step(tokens, memory, state) -> (log_probs, state)``;
-plus ``align(src, src_lens, tgt_in) -> (B, T, S)`` teacher-forced attention weights.
+plus the attention weights: ``features_with_attention(src, src_lens, tgt_in) -> ((B, T, D), (B, T, S))``
+teacher-forced and ``step_with_attention(tokens, memory, state) -> (log_probs, state, (B, S))``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class RNNConfig:
     coverage: bool = False
     """Feed the running sum of past attention weights into the additive energy (Tu et al. 2016)."""
     coverage_loss_weight: float = 0.0
-    """Weight of the See et al. 2017 coverage loss (``coverage_loss``); must stay 0 until the
-    training loss adds it (building a model with a nonzero weight fails rather than ignore it)."""
+    """Weight of the See et al. 2017 coverage loss (``coverage_loss``) added to the training loss
+    (0 = off; needs coverage)."""
     dropout: float = 0.3
     """Dropout on embeddings, between RNN layers, on the memory and on attentional outputs."""
     share_embeddings: bool = False
@@ -77,14 +78,17 @@ class RNNSeq2Seq(nn.Module):
 
     def features(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
         """Attentional outputs (B, T, D) before the output projection (for fused losses)."""
+        return self.features_with_attention(src, src_lens, tgt_in)[0]
+
+    def features_with_attention(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """One teacher-forced pass: attentional outputs (B, T, D) and attention weights (B, T, S),
+        both fp32; row t of the weights is the alignment used to predict target token t + 1."""
         memory, memory_lens = self.encode(src, src_lens)
-        return self.decoder.features(tgt_in, memory, memory_lens)[0]
+        return self.decoder.features(tgt_in, memory, memory_lens)
 
     def align(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher-forced attention weights (B, T, S): row t is the alignment used to predict
-        target token t + 1 (for plots, forced alignment and the coverage loss)."""
-        memory, memory_lens = self.encode(src, src_lens)
-        return self.decoder.features(tgt_in, memory, memory_lens)[1]
+        """Teacher-forced attention weights (B, T, S) (for plots, forced alignment and the coverage loss)."""
+        return self.features_with_attention(src, src_lens, tgt_in)[1]
 
     @property
     def output_weight(self) -> Tensor:
@@ -96,6 +100,12 @@ class RNNSeq2Seq(nn.Module):
 
     def step(self, tokens: Tensor, memory: Tensor, state: RNNDecoderState) -> tuple[Tensor, RNNDecoderState]:
         return self.decoder.step(tokens, memory, state)
+
+    def step_with_attention(self, tokens: Tensor, memory: Tensor, state: RNNDecoderState
+                            ) -> tuple[Tensor, RNNDecoderState, Tensor]:
+        """``step`` plus the attention weights (N, S) it used (for the coverage penalty)."""
+        log_probs, state = self.decoder.step(tokens, memory, state)
+        return log_probs, state, state.weights
 
 
 def coverage_loss(weights: Tensor, tgt_mask: Tensor) -> Tensor:
@@ -116,9 +126,10 @@ def build_rnn(cfg: RNNConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -
         raise ValueError(
             f"model.share_embeddings needs one vocabulary, got {src_vocab} source / {tgt_vocab} target"
         )
-    if cfg.coverage_loss_weight:
-        raise ValueError("model.coverage_loss_weight: the coverage loss is not added to the training loss yet; "
-                         "leave it at 0 (transduce.models.rnn.coverage_loss computes it)")
+    if cfg.coverage_loss_weight < 0:
+        raise ValueError(f"model.coverage_loss_weight must be >= 0, got {cfg.coverage_loss_weight}")
+    if cfg.coverage_loss_weight and not cfg.coverage:
+        raise ValueError("model.coverage_loss_weight needs model.coverage: true (the loss trains the coverage model)")
     if cfg.bidirectional and cfg.hidden % 2:
         raise ValueError(f"model.hidden must be even for a bidirectional encoder, got {cfg.hidden}")
 

@@ -2,7 +2,9 @@
 
 Dimension letters: B batch (x beams), S source length, T target length, D model size, V vocab.
 Contract: ``encode(src, src_lens) -> (memory, memory_lens)``;
-``step(tokens, memory, state) -> (log_probs, state)`` with ``init_state(memory, memory_lens)``.
+``step(tokens, memory, state) -> (log_probs, state)`` with ``init_state(memory, memory_lens)``;
+cross-attention weights from ``features_with_attention`` (teacher forced, a chosen layer and head)
+and ``step_with_attention`` (the last layer's, averaged over heads).
 """
 
 from __future__ import annotations
@@ -117,14 +119,27 @@ class TransformerDecoder(nn.Module):
 
     def step(self, tokens: Tensor, memory: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One step: tokens (B,) -> log-probs (B, V) of the next token, and the new state."""
+        log_probs, state, _ = self._step(tokens, memory, state, need_weights=False)
+        return log_probs, state
+
+    def step_with_attention(self, tokens: Tensor, memory: Tensor, state: DecoderState
+                            ) -> tuple[Tensor, DecoderState, Tensor]:
+        """``step`` plus the last layer's cross-attention weights averaged over heads (B, S)."""
+        log_probs, state, weights = self._step(tokens, memory, state, need_weights=True)
+        assert weights is not None
+        return log_probs, state, weights[:, :, 0].mean(dim=1)  # (B, H, 1, S) -> (B, S)
+
+    def _step(self, tokens: Tensor, memory: Tensor, state: DecoderState, *, need_weights: bool
+              ) -> tuple[Tensor, DecoderState, Tensor | None]:
         x = self.embed(tokens[:, None], offset=state.steps)  # (B, 1, D)
         mask = state.memory_mask[:, None, None, :]  # (B, 1, 1, S)
         layers = []
-        for layer, layer_state in zip(self.layers, state.layers, strict=True):
-            x, new_state, _ = layer(x, memory, mask, layer_state)
+        weights = None
+        for i, (layer, layer_state) in enumerate(zip(self.layers, state.layers, strict=True)):
+            x, new_state, weights = layer(x, memory, mask, layer_state, need_weights and i == len(self.layers) - 1)
             layers.append(new_state)
         logits = self.output(self.final_norm(x[:, 0]))  # (B, V)
-        return logits.float().log_softmax(-1), DecoderState(layers, state.memory_mask, state.steps + 1)
+        return logits.float().log_softmax(-1), DecoderState(layers, state.memory_mask, state.steps + 1), weights
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -147,6 +162,24 @@ class TransformerSeq2Seq(nn.Module):
         """Decoder hidden states (B, T, D) before the output projection (for fused losses)."""
         memory, memory_lens = self.encode(src, src_lens)
         return self.decoder.features(tgt_in, memory, memory_lens)[0]
+
+    def features_with_attention(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor, *, layer: int = -1,
+                                head: int | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: hidden states (B, T, D) and the cross-attention weights (B, T, S) of
+        decoder layer ``layer`` (negative counts from the end), of one ``head`` or averaged over heads."""
+        if not -len(self.decoder.layers) <= layer < len(self.decoder.layers):
+            raise ValueError(f"attention layer {layer} out of range: the decoder has {len(self.decoder.layers)}")
+        heads = int(self.decoder.layers[0].cross_attn.heads)  # type: ignore[union-attr, arg-type]
+        if head is not None and not 0 <= head < heads:
+            raise ValueError(f"attention head {head} out of range: layers have {heads} heads")
+        memory, memory_lens = self.encode(src, src_lens)
+        hidden, weights = self.decoder.features(tgt_in, memory, memory_lens, need_weights=True)
+        chosen = weights[layer]  # (B, H, T, S)
+        return hidden, chosen.mean(dim=1) if head is None else chosen[:, head]
+
+    def step_with_attention(self, tokens: Tensor, memory: Tensor, state: DecoderState
+                            ) -> tuple[Tensor, DecoderState, Tensor]:
+        return self.decoder.step_with_attention(tokens, memory, state)
 
     @property
     def output_weight(self) -> Tensor:

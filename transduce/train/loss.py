@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transduce.models.rnn import coverage_loss
+
 CHUNK_ROWS = 512
 
 
@@ -95,6 +97,26 @@ class SequenceLoss(torch.nn.Module):
             hidden = self.model.features(src, src_lens, tgt_in)  # (B, T, D)
         return projected_label_smoothed_nll(hidden, self.model.output_weight, tgt_out,
                                             epsilon=self.epsilon, ignore_index=self.ignore_index)
+
+
+class CoverageSequenceLoss(torch.nn.Module):
+    """``SequenceLoss`` plus ``weight`` x the See et al. 2017 coverage loss (``models.rnn.coverage_loss``)
+    over real target steps, for models with ``features_with_attention(src, src_lens, tgt_in) ->
+    (hidden (B, T, D), weights (B, T, S))``. Returns (loss sum + weight x coverage sum, nll sum):
+    the trainer normalizes both terms by the batch's target tokens."""
+
+    def __init__(self, model: Any, *, epsilon: float, ignore_index: int, weight: float,
+                 autocast: Any = None) -> None:
+        super().__init__()
+        self.model, self.epsilon, self.ignore_index, self.weight = model, epsilon, ignore_index, weight
+        self.autocast = autocast if autocast is not None else nullcontext()
+
+    def forward(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
+        with self.autocast:
+            hidden, weights = self.model.features_with_attention(src, src_lens, tgt_in)  # (B, T, D), (B, T, S)
+        loss, nll = projected_label_smoothed_nll(hidden, self.model.output_weight, tgt_out,
+                                                 epsilon=self.epsilon, ignore_index=self.ignore_index)
+        return loss + self.weight * coverage_loss(weights.float(), tgt_out != self.ignore_index), nll
 
 
 def label_smoothed_nll(

@@ -18,7 +18,7 @@ from transduce.models.transformer import TransformerSeq2Seq, build
 from transduce.train.corpus import Corpus, Tokenizers, load_corpus
 from transduce.train.distributed import DistContext
 from transduce.train.evaluate import dev_bleu, dev_loss
-from transduce.train.loss import SequenceLoss
+from transduce.train.loss import CoverageSequenceLoss, SequenceLoss
 
 
 class TranslationTask:
@@ -38,7 +38,12 @@ class TranslationTask:
             raise ConfigError(f"model: {err}") from None
 
     def loss_module(self, model: nn.Module, autocast: AbstractContextManager) -> nn.Module:
-        return SequenceLoss(model, epsilon=self.cfg.train.label_smoothing, ignore_index=PAD, autocast=autocast)
+        """Label-smoothed cross-entropy, plus the coverage loss for RNN models that ask for it."""
+        epsilon = self.cfg.train.label_smoothing
+        if self.cfg.task == "rnn_translation" and self.cfg.model.coverage_loss_weight:
+            return CoverageSequenceLoss(model, epsilon=epsilon, ignore_index=PAD, autocast=autocast,
+                                        weight=self.cfg.model.coverage_loss_weight)
+        return SequenceLoss(model, epsilon=epsilon, ignore_index=PAD, autocast=autocast)
 
     def batches(self, epoch: int) -> list[list[int]]:
         c, t = self.corpus, self.cfg.train

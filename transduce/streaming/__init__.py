@@ -1,0 +1,1 @@
+"""Streaming recognition: chunk-by-chunk search, endpointing and voice activity detection."""
