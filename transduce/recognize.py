@@ -31,6 +31,7 @@ from transduce.translate import resolve_model_dir
 if TYPE_CHECKING:
     from transduce.streaming.endpoint import EndpointConfig
     from transduce.streaming.stream import Stream
+    from transduce.streaming.vad import SileroVAD
 
 MODES = ("ctc", "attention", "joint", "rescore")
 
@@ -76,6 +77,7 @@ class Recognizer:
         self.sample_rate = config.data.sample_rate
         frame_shift = self.fbank.cfg.frame_shift / self.sample_rate
         self.seconds_per_output = frame_shift * config.model.subsampling
+        self._vad: SileroVAD | None = None  # loaded on the first stream that asks for it, then shared
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
@@ -165,20 +167,28 @@ class Recognizer:
         return max(1, round(chunk_ms / 1000 / self.seconds_per_output))
 
     def stream(self, chunk_ms: float | None = None, *, endpoint: EndpointConfig | None = None,
-               **overrides: object) -> Stream:
+               vad: bool = False, **overrides: object) -> Stream:
         """A live stream: ``accept(pcm)``, ``partial()``, ``finalize()`` (``transduce/streaming/stream.py``).
         ``chunk_ms`` sets the chunk (else ``decode.chunk_size`` frames, else 640 ms); ``endpoint`` the
         segmentation rules (None = one segment until ``finalize``); ``overrides`` are CTCDecodeConfig fields
         (beam, ctc_weight and reverse_weight for the rescoring at each endpoint, left_chunks, mode: ctc turns
-        rescoring off)."""
+        rescoring off). ``vad``: silero-vad decides speech and silence for the endpoint rules (else the
+        recognizer's blank frames do)."""
         from transduce.streaming.stream import Stream
 
         cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         self._check_mode(cfg)
         chunk = self.chunk_frames(chunk_ms) if chunk_ms else cfg.chunk_size or self.chunk_frames(640)
+        detector = None
+        if vad:
+            from transduce.streaming.vad import SileroVAD
+
+            if self._vad is None:
+                self._vad = SileroVAD(self.sample_rate)
+            detector = self._vad
         return Stream(self, chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
                       rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight, reverse_weight=cfg.reverse_weight,
-                      endpoint=endpoint)
+                      endpoint=endpoint, vad=detector)
 
     def transcribe(self, audio: Sequence[Audio], **overrides: object) -> list[str]:
         """Best transcript per input, in input order."""

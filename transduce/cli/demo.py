@@ -46,11 +46,45 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
     print(f"{len(rows)} recordings: WER {wer(hyps, [r for _, r in rows]):.1f}%, {seconds:.2f}s\n")
 
 
+def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> None:
+    """The example recordings joined by 1 s pauses, fed as live audio ``chunk_ms`` at a time: partials as
+    they change, then the segments the endpointer closed, with times."""
+    import torch
+
+    from transduce.data.audio import load_audio
+    from transduce.recognize import Recognizer
+    from transduce.streaming.endpoint import EndpointConfig
+
+    recognizer = Recognizer.load(ROOT / "models" / model_name)
+    rate = recognizer.sample_rate
+    names = [line.split("\t")[0] for line in (folder / "transcripts.tsv").read_text().splitlines()]
+    pause = torch.zeros(rate)
+    audio = torch.cat([piece for name in names for piece in (load_audio(folder / name, rate), pause)])
+    stream = recognizer.stream(chunk_ms, endpoint=EndpointConfig(trailing_silence=0.6))
+    step = int(chunk_ms / 1000 * rate)
+    print(f"model: models/{model_name}, streaming {audio.numel() / rate:.1f}s of audio in {chunk_ms:.0f} ms chunks")
+    shown, started = "", time.perf_counter()
+    for start in range(0, audio.numel(), step):
+        for seg in stream.accept(audio[start : start + step]):
+            print(f"  final  [{seg.start:5.2f}-{seg.end:5.2f}s] {seg.text}")
+        if stream.partial() and stream.partial() != shown:
+            shown = stream.partial()
+            print(f"  partial at {(start + step) / rate:5.2f}s: {shown}")
+    for seg in stream.finalize():
+        print(f"  final  [{seg.start:5.2f}-{seg.end:5.2f}s] {seg.text}")
+    seconds = time.perf_counter() - started
+    lat = sorted(stream.stats.chunk_seconds)
+    print(f"real-time factor {seconds / (audio.numel() / rate):.3f}, per-chunk compute p95 "
+          f"{lat[int(0.95 * (len(lat) - 1))] * 1000:.0f} ms for {chunk_ms:.0f} ms chunks\n")
+
+
 def main() -> int:
     translate_examples()
     for name, folder in (("digits-conformer-ctc", "digits"), ("captions-conformer-ctc", "captions")):
         if (ROOT / "models" / name).is_dir():
             transcribe_examples(name, ROOT / "examples" / folder)
+    if (ROOT / "models" / "digits-hybrid-streaming").is_dir():
+        stream_examples("digits-hybrid-streaming", ROOT / "examples" / "digits")
     return 0
 
 

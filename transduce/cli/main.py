@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "with --stream, the chunk fed per step; default 640)")
         p.add_argument("--left-chunks", type=int, help="speech: left chunks each chunk sees (-1 = all)")
         p.add_argument("--stream", action="store_true", help="speech: recognize chunk by chunk as live audio")
+        p.add_argument("--vad", action="store_true",
+                       help="speech --stream: silero-vad decides speech/silence for endpointing (else CTC blanks)")
         p.add_argument("--endpoint-silence", type=float,
                        help="speech --stream: end a segment after this much trailing silence in seconds "
                             "(0 = one segment per file; transcribe default 0.8, evaluate default 0)")

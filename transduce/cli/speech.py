@@ -37,9 +37,9 @@ def _endpoint(args: argparse.Namespace, default: float) -> EndpointConfig | None
 
 def stream_file(recognizer: Recognizer, wave: Tensor, chunk_ms: float, endpoint: EndpointConfig | None,
                 overrides: dict[str, object], on_partial: Callable[[str], None] | None = None,
-                realtime: bool = False) -> tuple[list[Segment], Stream]:
+                realtime: bool = False, vad: bool = False) -> tuple[list[Segment], Stream]:
     """Feed ``wave`` to a new stream ``chunk_ms`` of audio at a time, as a live source would."""
-    stream = recognizer.stream(chunk_ms, endpoint=endpoint, **overrides)
+    stream = recognizer.stream(chunk_ms, endpoint=endpoint, vad=vad and endpoint is not None, **overrides)
     step = max(1, round(chunk_ms / 1000 * recognizer.sample_rate))
     segments: list[Segment] = []
     shown = ""
@@ -103,7 +103,7 @@ def _transcribe_stream(args: argparse.Namespace, recognizer: Recognizer, overrid
     for path in args.files:
         wave = load_audio(path, recognizer.sample_rate)
         segments, _ = stream_file(recognizer, wave, args.chunk_ms or 640.0, _endpoint(args, 0.8), overrides,
-                                  on_partial=show, realtime=args.realtime)
+                                  on_partial=show, realtime=args.realtime, vad=args.vad)
         if tty:
             print("\r\033[K", end="", file=sys.stderr)
         for seg in segments:
@@ -154,7 +154,7 @@ def _evaluate_stream(args: argparse.Namespace, recognizer: Recognizer, overrides
     texts, chunk_seconds, first = [], [], []
     for path in audio:
         segments, stream = stream_file(recognizer, load_audio(path, recognizer.sample_rate), chunk_ms,
-                                       _endpoint(args, 0.0), overrides)
+                                       _endpoint(args, 0.0), overrides, vad=args.vad)
         texts.append(" ".join(seg.text for seg in segments))
         chunk_seconds += stream.stats.chunk_seconds
         if stream.stats.first_partial_at is not None and stream.stats.first_token_time is not None:

@@ -219,17 +219,26 @@ def _xavier(layers: list) -> None:
                 nn.init.zeros_(p)
 
 
+def _output(cfg: TransformerConfig, embedding: nn.Embedding, vocab: int) -> nn.Linear:
+    output = nn.Linear(cfg.dim, vocab, bias=False)
+    if cfg.tie_output:
+        output.weight = embedding.weight
+    else:
+        nn.init.normal_(output.weight, std=cfg.dim**-0.5)
+    return output
+
+
+def _decoder_layers(cfg: TransformerConfig) -> list[DecoderLayer]:
+    return [DecoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **_layer_args(cfg)) for _ in range(cfg.decoder_layers)]
+
+
 def build_decoder(cfg: TransformerConfig, vocab: int, pad_id: int = 0,
                   embedding: nn.Embedding | None = None) -> TransformerDecoder:
     """A Transformer decoder of ``cfg.decoder_layers`` layers over ``vocab`` tokens (fairseq-style
     initialization); ``embedding`` shares an existing table, else a new one is made."""
     emb = _embedding(cfg, vocab, pad_id) if embedding is None else embedding
-    output = nn.Linear(cfg.dim, vocab, bias=False)
-    if cfg.tie_output:
-        output.weight = emb.weight
-    else:
-        nn.init.normal_(output.weight, std=cfg.dim**-0.5)
-    layers = [DecoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **_layer_args(cfg)) for _ in range(cfg.decoder_layers)]
+    output = _output(cfg, emb, vocab)
+    layers = _decoder_layers(cfg)
     _xavier(layers)
     embed = Embedder(emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout)
     return TransformerDecoder(embed, layers, _final_norm(cfg), output)
@@ -243,13 +252,19 @@ def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 
         )
     src_emb = _embedding(cfg, src_vocab, pad_id)
     tgt_emb = src_emb if cfg.share_embeddings else _embedding(cfg, tgt_vocab, pad_id)
+    output = _output(cfg, tgt_emb, tgt_vocab)
     enc_layers = [EncoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **_layer_args(cfg)) for _ in range(cfg.encoder_layers)]
-    _xavier(enc_layers)
+    dec_layers = _decoder_layers(cfg)
+    _xavier([*enc_layers, *dec_layers])  # this order of random draws is what trained models were made with
     encoder = TransformerEncoder(
         Embedder(src_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
         enc_layers, _final_norm(cfg),
     )
-    return TransformerSeq2Seq(encoder, build_decoder(cfg, tgt_vocab, pad_id, tgt_emb))
+    decoder = TransformerDecoder(
+        Embedder(tgt_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
+        dec_layers, _final_norm(cfg), output,
+    )
+    return TransformerSeq2Seq(encoder, decoder)
 
 
 def tied_aliases(cfg: TransformerConfig) -> set[str]:

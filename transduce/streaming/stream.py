@@ -22,6 +22,7 @@ from transduce.data.features import StreamingFbank
 from transduce.decoding.ctc import BLANK, CTCHypothesis, CTCPrefixSearch
 from transduce.decoding.joint import attention_rescore
 from transduce.streaming.endpoint import EndpointConfig, Endpointer
+from transduce.streaming.vad import SileroVAD
 
 if TYPE_CHECKING:
     from transduce.recognize import Recognizer
@@ -57,8 +58,10 @@ class Stream:
     def __init__(
         self, recognizer: Recognizer, *, chunk_size: int, left_chunks: int = -1, beam: int = 4,
         rescore: bool = True, ctc_weight: float = 0.5, reverse_weight: float = 0.0,
-        endpoint: EndpointConfig | None = None,
+        endpoint: EndpointConfig | None = None, vad: SileroVAD | None = None,
     ) -> None:
+        """``vad``: decide speech/silence for the endpoint rules with silero-vad on the audio instead of
+        the recognizer's own blank frames (needs ``endpoint``)."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive encoder frames, got {chunk_size}")
         self.recognizer, self.model = recognizer, recognizer.model
@@ -68,6 +71,10 @@ class Stream:
         self.frame_seconds = recognizer.seconds_per_output
         self.fbank = StreamingFbank(recognizer.fbank)
         self.endpointer = Endpointer(endpoint) if endpoint is not None else None
+        if vad is not None and endpoint is None:
+            raise ValueError("a VAD only drives endpointing: give an EndpointConfig too")
+        self.vad = vad
+        self.vad_state = vad.init_state() if vad is not None else None
         self.encoder = self.model.init_stream(1, recognizer.device)
         self.stats = StreamStats()
         pieces = recognizer.tokenizer.id_to_piece(list(range(len(recognizer.tokenizer))))
@@ -87,7 +94,10 @@ class Stream:
         frames = self.fbank.accept(pcm.float())  # (N, F)
         out, self.encoder = self.model.forward_chunk(frames[None].to(self.recognizer.device), self.encoder,
                                                      chunk_size=self.chunk_size, left_chunks=self.left_chunks)
-        segments = self._consume(out[0])
+        voice = None
+        if self.vad is not None and self.vad_state is not None:
+            voice, self.vad_state = self.vad.accept(pcm.float(), self.vad_state)  # (K,) speech probabilities
+        segments = self._consume(out[0], voice)
         self.stats.audio_seconds += pcm.numel() / self.recognizer.sample_rate
         self.stats.chunk_seconds.append(time.perf_counter() - started)
         if self.stats.first_partial_at is None and self.partial():
@@ -95,18 +105,23 @@ class Stream:
             self.stats.first_token_time = (self.offset + self.search.nbest(1)[0].timestamps[0]) * self.frame_seconds
         return segments
 
-    def _consume(self, out: Tensor) -> list[Segment]:
-        """Encoder frames (T', D) of whole chunks -> search, endpoint check, segments finished."""
-        if out.size(0) == 0:
+    def _consume(self, out: Tensor, voice: Tensor | None = None) -> list[Segment]:
+        """Encoder frames (T', D) of whole chunks [+ VAD probabilities (K,) of the new audio] -> search,
+        endpoint check, segments finished."""
+        if out.size(0) == 0 and voice is None:
             return []
         log_probs = self.model.ctc_log_probs(out).cpu()  # (T', V)
         self.search.advance(log_probs)
-        if self.rescore:
+        if self.rescore and out.size(0):
             self.memory.append(out)
         if self.endpointer is None:
             return []
-        speech = ~torch.isin(log_probs.argmax(-1), self.silent_ids)  # (T',) CTC emits a sounding token there
-        if not self.endpointer.update(speech, self.frame_seconds, decoded=bool(self.partial())):
+        if voice is not None and self.vad is not None:
+            fired = self.endpointer.update(voice, self.vad.frame_seconds, decoded=bool(self.partial()))
+        else:
+            speech = ~torch.isin(log_probs.argmax(-1), self.silent_ids)  # (T',) CTC emits a sounding token there
+            fired = self.endpointer.update(speech, self.frame_seconds, decoded=bool(self.partial()))
+        if not fired:
             return []
         segment = self._finish()
         self.endpointer.reset()
