@@ -121,6 +121,8 @@ def test_cli_stream_transcribe_and_evaluate(trained: Path, capsys) -> None:
     assert result["cer"] < 10.0
     assert 0 < result["chunk_latency_p50_ms"] <= result["chunk_latency_p95_ms"]
     assert result["first_partial_latency_ms"] is not None
+    assert main(["info", str(trained / "run")]) == 0
+    assert "hybrid CTC/attention" in capsys.readouterr().out
 
 
 def test_ctc_only_model_refuses_attention_modes(tmp_path: Path) -> None:

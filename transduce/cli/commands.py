@@ -208,6 +208,13 @@ def info(args: argparse.Namespace) -> int:
         m = speech_cfg.model
         print(f"{m.encoder} CTC encoder: {m.layers} layers, d={m.dim}, ffn={m.ffn_dim}, {m.heads} heads, "
               f"subsampling {m.subsampling}x, {sum(p.numel() for p in ctc.parameters()) / 1e6:.2f}M parameters")
+        if m.decoder_layers:
+            reverse = f" + {m.reverse_decoder_layers}-layer right-to-left" if m.reverse_decoder_layers else ""
+            print(f"hybrid CTC/attention: {m.decoder_layers}-layer attention decoder{reverse}, "
+                  f"trained with ctc_weight {m.ctc_weight}")
+        if m.causal_conv and not m.utterance_norm:
+            chunks = f"dynamic chunks up to {m.max_chunk} frames" if m.dynamic_chunk else "full context"
+            print(f"streaming-capable (causal convolution, {chunks}); decode mode {speech_cfg.decode.mode}")
         print(f"{len(tokenizer)} {speech_cfg.data.tokenizer} tokens, {speech_cfg.data.num_mel_bins} mel bins "
               f"at {speech_cfg.data.sample_rate} Hz")
         if card:
