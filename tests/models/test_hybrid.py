@@ -51,7 +51,7 @@ def test_attention_loss_equals_step_by_step_decoding() -> None:
                     lp, state = decoder.step(torch.tensor([previous]), memory[b : b + 1], state)
                 expected -= weight * float(lp[0, token])
                 previous = token
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert float(nll) == pytest.approx(expected, rel=1e-5)
 
 

@@ -43,7 +43,8 @@ class Segment:
 @dataclass
 class StreamStats:
     """What a stream measured: seconds of compute per ``accept`` call (a chunk), audio seconds received,
-    and when the first non-empty partial appeared (audio seconds received by then)."""
+    when the first non-empty partial appeared (audio seconds received by then) and the start time of the
+    token that made it non-empty: their difference is the first-partial latency in audio time."""
 
     chunk_seconds: list[float] = field(default_factory=list)
     audio_seconds: float = 0.0
@@ -102,7 +103,8 @@ class Stream:
         self.stats.chunk_seconds.append(time.perf_counter() - started)
         if self.stats.first_partial_at is None and self.partial():
             self.stats.first_partial_at = self.stats.audio_seconds
-            self.stats.first_token_time = (self.offset + self.search.nbest(1)[0].timestamps[0]) * self.frame_seconds
+            newest = self.search.nbest(1)[0].timestamps[-1]  # the token that made the text non-empty
+            self.stats.first_token_time = (self.offset + newest) * self.frame_seconds
         return segments
 
     def _consume(self, out: Tensor, voice: Tensor | None = None) -> list[Segment]:
