@@ -133,3 +133,30 @@ def test_ctc_only_model_refuses_attention_modes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs an attention decoder"):
         Recognizer.load(tmp_path / "run").transcribe([read_manifest(tmp_path / "data" / "dev.jsonl")[0].audio],
                                                      mode="joint")
+
+
+def test_bundled_streaming_model_with_silero_vad_segments_real_speech() -> None:
+    """The bundled digits model streams the example recordings joined by 1 s pauses; silero-vad drives the
+    endpoints, so each recording comes out as its own segment, in order, at the right times."""
+    folder = ROOT / "examples" / "digits"
+    rec = Recognizer.load(ROOT / "models" / "digits-hybrid-streaming")
+    rows = [line.split("\t") for line in (folder / "transcripts.tsv").read_text().splitlines()]
+    pause = torch.randn(rec.sample_rate, generator=torch.Generator().manual_seed(0)) * 1e-3
+    pieces, spans, t = [], [], 0.0
+    for name, _ in rows:
+        wave = load_audio(folder / name, rec.sample_rate)
+        pieces += [wave, pause]
+        spans.append((t, t + wave.numel() / rec.sample_rate))
+        t += (wave.numel() + pause.numel()) / rec.sample_rate
+    recording = torch.cat(pieces)
+    stream = rec.stream(640, endpoint=EndpointConfig(trailing_silence=0.5), vad=True, mode="ctc")
+    step = int(0.64 * rec.sample_rate)
+    segments = []
+    for start in range(0, recording.numel(), step):
+        segments += stream.accept(recording[start : start + step])
+    segments += stream.finalize()
+    assert len(segments) == len(rows), [(s.start, s.end, s.text) for s in segments]
+    for seg, (begin, end) in zip(segments, spans, strict=True):  # each segment's words lie in its recording
+        assert seg.start <= seg.times[0] and begin - 0.1 <= seg.times[0] and seg.times[-1] <= end <= seg.end + 0.1
+    whole = rec.transcribe([folder / name for name, _ in rows], mode="ctc")
+    assert cer([s.text for s in segments], whole) < 20.0  # streaming keeps the offline transcripts (nearly)

@@ -116,7 +116,7 @@ class Stream:
         self.search.advance(log_probs)
         if self.rescore and out.size(0):
             self.memory.append(out)
-        if self.endpointer is None:
+        if self.endpointer is None or (self.vad is not None and voice is None):  # finalize: no new audio
             return []
         if voice is not None and self.vad is not None:
             fired = self.endpointer.update(voice, self.vad.frame_seconds, decoded=bool(self.partial()))
