@@ -66,7 +66,7 @@ def test_hybrid_loss_mixes_ctc_and_attention_and_trains_both_parts() -> None:
     att, _ = attention_loss(model, out, out_lens, targets, lens, label_smoothing=0.1, reverse_weight=0.3)
     module = CTCLoss(model, nullcontext(), ctc_weight=0.3, reverse_weight=0.3, label_smoothing=0.1)
     loss, _ = module(feats, feat_lens, targets, lens)
-    assert float(loss) == pytest.approx(0.3 * float(ctc) + 0.7 * float(att), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.3 * float(ctc.detach()) + 0.7 * float(att.detach()), rel=1e-5)
     loss.backward()
     for part in (model.head, model.decoder, model.reverse_decoder, model.encoder):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
