@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.data.tokenizer import BOS, EOS, PAD
-from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder, shared_tensor_names
+from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
 from transduce.nn.conformer import ConformerEncoder, EncoderStreamState, TransformerSpeechEncoder
 from transduce.nn.masks import padding_mask
 from transduce.nn.state import DecoderState
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
+from transduce.nn.tying import shared_tensor_names
 from transduce.train.loss import label_smoothed_nll
 
 BLANK = 0

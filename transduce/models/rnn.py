@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from transduce.nn.rnn import Bridge, RNNDecoder, RNNDecoderState, RNNEncoder, StackedCell, make_rnn
 from transduce.nn.rnn_attention import build_attention
+from transduce.nn.tying import shared_tensor_names
 
 
 @dataclass(kw_only=True)
@@ -167,11 +168,4 @@ def tied_aliases(cfg: RNNConfig) -> set[str]:
     """State-dict names that are the same parameter as an earlier name (shared or tied
     embeddings): saved once, re-tied by ``build_rnn`` on load."""
     small = RNNConfig(**{**vars(cfg), "embed_dim": 4, "hidden": 4, "attention_dim": 4, "heads": 1})
-    model = build_rnn(small, 8, 8)  # sizes do not change which names alias
-    seen: set[int] = set()
-    aliases = set()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.data_ptr() in seen:
-            aliases.add(name)
-        seen.add(tensor.data_ptr())
-    return aliases
+    return shared_tensor_names(build_rnn(small, 8, 8))  # sizes do not change which names alias

@@ -19,6 +19,7 @@ from transduce.nn.masks import attention_mask, padding_mask
 from transduce.nn.positions import build_positions
 from transduce.nn.state import DecoderLayerState, DecoderState
 from transduce.nn.transformer import DecoderLayer, EncoderLayer
+from transduce.nn.tying import shared_tensor_names
 
 
 @dataclass(kw_only=True)
@@ -272,13 +273,3 @@ def tied_aliases(cfg: TransformerConfig) -> set[str]:
     once, re-tied by ``build`` on load."""
     return shared_tensor_names(build(cfg, 8, 8))  # vocabulary sizes do not change which names alias
 
-
-def shared_tensor_names(model: nn.Module) -> set[str]:
-    """State-dict names whose tensor already appeared under an earlier name (tied weights)."""
-    seen: set[int] = set()
-    aliases = set()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if tensor.data_ptr() in seen:
-            aliases.add(name)
-        seen.add(tensor.data_ptr())
-    return aliases
