@@ -35,6 +35,7 @@ from transduce.data.audio import load_audio
 from transduce.metrics.wer import cer, wer
 from transduce.recognize import Recognizer
 from transduce.streaming.endpoint import EndpointConfig
+from transduce.streaming.stream import feed
 
 
 def rss_mb() -> float:
@@ -66,11 +67,7 @@ def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: in
 def stream_one(rec: Recognizer, wave: Tensor, chunk_ms: float, beam: int, ctc_weight: float):
     stream = rec.stream(chunk_ms, beam=beam, mode="rescore" if rec.model.decoder is not None else "ctc",
                         ctc_weight=ctc_weight)
-    step = round(chunk_ms / 1000 * rec.sample_rate)
-    for start in range(0, wave.numel(), step):
-        stream.accept(wave[start : start + step])
-    segments = stream.finalize()
-    return " ".join(s.text for s in segments), stream.stats
+    return " ".join(s.text for s in feed(stream, wave, chunk_ms)), stream.stats
 
 
 def streaming(rec: Recognizer, waves: list[Tensor], refs: list[str], chunks: list[float], beam: int,

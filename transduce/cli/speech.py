@@ -39,19 +39,10 @@ def stream_file(recognizer: Recognizer, wave: Tensor, chunk_ms: float, endpoint:
                 overrides: dict[str, object], on_partial: Callable[[str], None] | None = None,
                 realtime: bool = False, vad: bool = False) -> tuple[list[Segment], Stream]:
     """Feed ``wave`` to a new stream ``chunk_ms`` of audio at a time, as a live source would."""
+    from transduce.streaming.stream import feed
+
     stream = recognizer.stream(chunk_ms, endpoint=endpoint, vad=vad and endpoint is not None, **overrides)
-    step = max(1, round(chunk_ms / 1000 * recognizer.sample_rate))
-    segments: list[Segment] = []
-    shown = ""
-    for start in range(0, wave.numel(), step):
-        chunk = wave[start : start + step]
-        segments += stream.accept(chunk)
-        if on_partial is not None and stream.partial() != shown:
-            shown = stream.partial()
-            on_partial(shown)
-        if realtime:
-            time.sleep(max(0.0, chunk.numel() / recognizer.sample_rate - stream.stats.chunk_seconds[-1]))
-    return segments + stream.finalize(), stream
+    return feed(stream, wave, chunk_ms, on_partial, realtime), stream
 
 
 def transcribe(args: argparse.Namespace, usage_error: type[Exception]) -> int:

@@ -12,6 +12,7 @@ Dimension letters: N new feature frames, F feature bins, T' encoder frames, D mo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -169,3 +170,23 @@ class Stream:
         segments = self._consume(out[0])
         last = self._finish()
         return segments + ([last] if last is not None else [])
+
+
+def feed(stream: Stream, wave: Tensor, chunk_ms: float, on_partial: Callable[[str], None] | None = None,
+         realtime: bool = False) -> list[Segment]:
+    """Feed a whole (n,) waveform to ``stream`` ``chunk_ms`` of audio at a time, as a live source would
+    (``realtime``: no faster than real time), calling ``on_partial`` when the partial text changes; returns
+    every segment, the last ones from ``finalize``."""
+    rate = stream.recognizer.sample_rate
+    step = max(1, round(chunk_ms / 1000 * rate))
+    segments: list[Segment] = []
+    shown = ""
+    for start in range(0, wave.numel(), step):
+        chunk = wave[start : start + step]
+        segments += stream.accept(chunk)
+        if on_partial is not None and stream.partial() != shown:
+            shown = stream.partial()
+            on_partial(shown)
+        if realtime:
+            time.sleep(max(0.0, chunk.numel() / rate - stream.stats.chunk_seconds[-1]))
+    return segments + stream.finalize()
