@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from testkit import padded_batch
 
 from transduce.cli.config import load_recipe
 from transduce.config import DataConfig, DecodeConfig, OptimConfig, RunConfig, TrainConfig
-from transduce.data.tokenizer import BOS, PAD
+from transduce.data.tokenizer import PAD
 from transduce.data.toy import toy_pairs
 from transduce.decoding.beam import beam_search
 from transduce.decoding.greedy import greedy_search
@@ -35,14 +36,7 @@ def _model(seed: int = 0, **overrides) -> torch.nn.Module:
 
 
 def _inputs(seed: int = 1):
-    """Three sources of different lengths (padded) and teacher-forcing targets starting with BOS."""
-    g = torch.Generator().manual_seed(seed)
-    src_lens = torch.tensor([5, 2, 4])
-    src = torch.randint(4, V, (3, 5), generator=g)
-    src[torch.arange(5)[None, :] >= src_lens[:, None]] = PAD
-    tgt_in = torch.randint(4, V, (3, 6), generator=g)
-    tgt_in[:, 0] = BOS
-    return src, src_lens, tgt_in
+    return padded_batch(V, seed)
 
 
 def _stepwise(model, src, src_lens, tgt_in):

@@ -3,8 +3,9 @@ and embedding tying."""
 
 import pytest
 import torch
+from testkit import padded_batch
 
-from transduce.data.tokenizer import BOS, PAD
+from transduce.data.tokenizer import PAD
 from transduce.models.transformer import TransformerConfig, build
 
 V = 11
@@ -25,14 +26,7 @@ def _model(seed: int = 0, **overrides) -> torch.nn.Module:
 
 
 def _inputs(seed: int = 1):
-    """Three sources of different lengths (padded) and teacher-forcing targets starting with BOS."""
-    g = torch.Generator().manual_seed(seed)
-    src_lens = torch.tensor([5, 2, 4])
-    src = torch.randint(4, V, (3, 5), generator=g)
-    src[torch.arange(5)[None, :] >= src_lens[:, None]] = PAD
-    tgt_in = torch.randint(4, V, (3, 6), generator=g)
-    tgt_in[:, 0] = BOS
-    return src, src_lens, tgt_in
+    return padded_batch(V, seed)
 
 
 def _stepwise(model, src, src_lens, tgt_in) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from testkit import train_tones
 
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
@@ -20,11 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("tones")
-    write_tones(base / "data", train=300, valid=40)
-    cfg = load_recipe(ROOT / "recipes" / "tiny-tones-ctc.yaml", [f"data.dir={base / 'data'}"])
-    Trainer(cfg, base / "run", log=lambda _: None, show_progress=False).fit()
-    return base
+    return train_tones(tmp_path_factory.mktemp("tones"), "tiny-tones-ctc.yaml", valid=40)
 
 
 def test_recognizer_reaches_low_cer(trained: Path) -> None:

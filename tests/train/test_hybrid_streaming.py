@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testkit import train_tones
 
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
@@ -25,11 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("hybrid")
-    write_tones(base / "data", train=300, valid=24)
-    cfg = load_recipe(ROOT / "recipes" / "tiny-tones-hybrid.yaml", [f"data.dir={base / 'data'}"])
-    Trainer(cfg, base / "run", log=lambda _: None, show_progress=False).fit()
-    return base
+    return train_tones(tmp_path_factory.mktemp("hybrid"), "tiny-tones-hybrid.yaml", valid=24)
 
 
 @pytest.mark.parametrize(("mode", "limit"), [("ctc", 10.0), ("attention", 60.0), ("joint", 10.0), ("rescore", 10.0)])

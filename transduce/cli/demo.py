@@ -54,6 +54,7 @@ def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> N
     from transduce.data.audio import load_audio
     from transduce.recognize import Recognizer
     from transduce.streaming.endpoint import EndpointConfig
+    from transduce.streaming.stream import feed
 
     recognizer = Recognizer.load(ROOT / "models" / model_name)
     rate = recognizer.sample_rate
@@ -61,18 +62,13 @@ def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> N
     pause = torch.zeros(rate)
     audio = torch.cat([piece for name in names for piece in (load_audio(folder / name, rate), pause)])
     stream = recognizer.stream(chunk_ms, endpoint=EndpointConfig(trailing_silence=0.6))
-    step = int(chunk_ms / 1000 * rate)
     print(f"model: models/{model_name}, streaming {audio.numel() / rate:.1f}s of audio in {chunk_ms:.0f} ms chunks")
-    shown, started = "", time.perf_counter()
-    for start in range(0, audio.numel(), step):
-        for seg in stream.accept(audio[start : start + step]):
-            print(f"  final  [{seg.start:5.2f}-{seg.end:5.2f}s] {seg.text}")
-        if stream.partial() and stream.partial() != shown:
-            shown = stream.partial()
-            print(f"  partial at {(start + step) / rate:5.2f}s: {shown}")
-    for seg in stream.finalize():
-        print(f"  final  [{seg.start:5.2f}-{seg.end:5.2f}s] {seg.text}")
+    started = time.perf_counter()
+    segments = feed(stream, audio, chunk_ms,
+                    on_partial=lambda text: text and print(f"  partial at {stream.stats.audio_seconds:5.2f}s: {text}"))
     seconds = time.perf_counter() - started
+    for seg in segments:
+        print(f"  final  [{seg.start:5.2f}-{seg.end:5.2f}s] {seg.text}")
     lat = sorted(stream.stats.chunk_seconds)
     print(f"real-time factor {seconds / (audio.numel() / rate):.3f}, per-chunk compute p95 "
           f"{lat[int(0.95 * (len(lat) - 1))] * 1000:.0f} ms for {chunk_ms:.0f} ms chunks\n")

@@ -1,0 +1,36 @@
+"""Helpers shared by test files (importable as ``testkit``: pyproject sets pytest's ``pythonpath``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from transduce.cli.config import load_recipe
+from transduce.data.tokenizer import BOS, PAD
+from transduce.data.tones import write_tones
+from transduce.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def padded_batch(vocab: int, seed: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """Three sources of lengths 5, 2, 4 (padded with PAD) and teacher-forcing targets (3, 6) starting
+    with BOS, ordinary tokens drawn from [4, vocab) -> (src, src_lens, tgt_in)."""
+    g = torch.Generator().manual_seed(seed)
+    src_lens = torch.tensor([5, 2, 4])
+    src = torch.randint(4, vocab, (3, 5), generator=g)
+    src[torch.arange(5)[None, :] >= src_lens[:, None]] = PAD
+    tgt_in = torch.randint(4, vocab, (3, 6), generator=g)
+    tgt_in[:, 0] = BOS
+    return src, src_lens, tgt_in
+
+
+def train_tones(base: Path, recipe: str, *, valid: int) -> Path:
+    """Synthetic tone 'speech' (300 training utterances) in ``base/data`` and ``recipes/<recipe>`` trained
+    on it into ``base/run`` -> ``base``."""
+    write_tones(base / "data", train=300, valid=valid)
+    cfg = load_recipe(ROOT / "recipes" / recipe, [f"data.dir={base / 'data'}"])
+    Trainer(cfg, base / "run", log=lambda _: None, show_progress=False).fit()
+    return base
