@@ -4,6 +4,7 @@ written audio can be decoded independently (tone runs -> digits, pauses -> gaps)
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from transduce.data.digits import WORDS, download_fsdd, extract_recordings, prepare_digits
+from transduce.data.digits import WORDS, download_fsdd, extract_recordings, prepare_digits, tts_takes
 from transduce.data.manifest import read_manifest
 from transduce.data.text import DataError
 
@@ -123,3 +124,46 @@ def test_extract_and_download_from_archive(tmp_path: Path, monkeypatch: pytest.M
         extract_recordings(tmp_path / "empty.tar.gz", tmp_path / "y")
     with pytest.raises(DataError, match="download failed"):
         download_fsdd(tmp_path / "cache2", url=(tmp_path / "missing.tar.gz").as_uri())
+
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@needs_espeak
+def test_tts_speakers_add_training_utterances_only(fsdd: Path, tmp_path: Path) -> None:
+    voices = ("espeak:en-us", "espeak:en-gb-x-rp+f4")
+    kwargs = dict(source=fsdd, dev_speakers=("bob",), utterances={"train": 6, "dev": 3}, log=lambda _: None)
+    prepare_digits(tmp_path / "plain", **kwargs)
+    prepare_digits(tmp_path / "tts", tts_voices=voices, tts_utterances=8, tts_styles=2, **kwargs)
+    plain, train = read_manifest(tmp_path / "plain" / "train.jsonl"), read_manifest(tmp_path / "tts" / "train.jsonl")
+    assert [(u.id, u.text, u.speaker) for u in train[:6]] == [(u.id, u.text, u.speaker) for u in plain]
+    extra = train[6:]
+    assert [u.id for u in extra] == [f"train-tts-{i:06d}" for i in range(8)]
+    assert {u.speaker for u in extra} <= {f"tts:{v}" for v in voices}
+    for u in extra:
+        wave, rate = sf.read(u.audio, dtype="float32")
+        words = u.text.split()
+        assert rate == RATE and u.duration == len(wave) / rate and 1 <= len(words) <= 7
+        assert len(words) * 0.15 < u.duration < len(words) * 1.5 + 1.0  # spoken words, not silence
+    assert {u.speaker for u in read_manifest(tmp_path / "tts" / "dev.jsonl")} == {"bob"}
+    assert "tts_voices=" in (tmp_path / "tts" / "README.txt").read_text()
+
+
+@needs_espeak
+def test_tts_takes_speak_each_digit_in_every_style() -> None:
+    takes = tts_takes(["espeak:en-us+f2"], styles=3, sample_rate=RATE)
+    assert list(takes) == ["tts:espeak:en-us+f2"]
+    per_digit = takes["tts:espeak:en-us+f2"]
+    assert len(per_digit) == 10 and all(len(options) == 3 for options in per_digit)
+    for options in per_digit:
+        for wave in options:
+            assert 0.15 < len(wave) / RATE < 1.5 and np.abs(wave).max() > 0.05  # trimmed, audible
+    # styles differ: the same word is not spoken identically three times
+    assert len({len(w) for w in per_digit[3]}) > 1
+
+
+def test_tts_options_are_checked(fsdd: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="tts_utterances .* and tts_voices .* go together"):
+        prepare_digits(tmp_path, source=fsdd, dev_speakers=("bob",), tts_utterances=5, log=lambda _: None)
+    with pytest.raises(ValueError, match="RESERVED for held-out evaluation"):
+        tts_takes(["flite:awb"])

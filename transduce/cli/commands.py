@@ -26,10 +26,13 @@ def data(args: argparse.Namespace) -> int:
 
         prepare_multi30k(args.out, langs=tuple(args.pairs.split("-")), source=args.source)
     elif args.dataset == "digits":
+        from transduce.data.captions import TRAIN_VOICES
         from transduce.data.digits import prepare_digits
 
+        voices = TRAIN_VOICES if args.tts_voices == "default" else _names(args.tts_voices)
         prepare_digits(args.out, source=args.source, seed=args.seed, dev_speakers=_names(args.dev_speakers),
-                       test_speakers=_names(args.test_speakers))
+                       test_speakers=_names(args.test_speakers), tts_voices=voices if args.tts_utterances else (),
+                       tts_utterances=args.tts_utterances, tts_styles=args.tts_styles, workers=args.workers)
     elif args.dataset == "captions":
         from transduce.data.captions import prepare_captions
 

@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     digits.add_argument("--seed", type=int, default=1)
     digits.add_argument("--dev-speakers", default="nicolas", help="comma-separated dev speakers")
     digits.add_argument("--test-speakers", default="", help="comma-separated test speakers (default none)")
+    digits.add_argument("--tts-utterances", type=int, default=0,
+                        help="extra training utterances from TTS voices speaking the digits (default 0)")
+    digits.add_argument("--tts-voices", default="default",
+                        help="comma-separated ENGINE:VOICE[+VARIANT] (default: the captions training voices)")
+    digits.add_argument("--tts-styles", type=int, default=6, help="random speaking styles per TTS voice")
+    digits.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
     caps = data.add_parser("captions", help="Multi30k English captions spoken by TTS voices (split by voice)")
     caps.add_argument("--out", required=True, help="output folder")
     caps.add_argument("--from", dest="source", help="local Multi30k folder; else download")

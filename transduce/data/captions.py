@@ -64,7 +64,9 @@ class CaptionsReport:
 
 
 @dataclass(frozen=True)
-class _Item:
+class TTSItem:
+    """One utterance to synthesize: text, voice and speaking style, and where its WAV goes."""
+
     id: str
     text: str
     voice: Voice
@@ -122,7 +124,7 @@ def _run(cmd: list[str], what: str) -> None:
         raise TTSError(f"{what}: {cmd[0]} exited {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}")
 
 
-def _speak(items: list[_Item], tmp: Path) -> list[Path]:
+def _speak(items: list[TTSItem], tmp: Path) -> list[Path]:
     """Synthesize ``items`` (one engine; several only for festival) into WAVs under ``tmp``."""
     voice, wavs = items[0].voice, [tmp / f"{i}.wav" for i in range(len(items))]
     what = f"{voice} ({items[0].id})"
@@ -143,7 +145,7 @@ def _speak(items: list[_Item], tmp: Path) -> list[Path]:
     return wavs
 
 
-def _job(items: list[_Item], sample_rate: int) -> tuple[list[Utterance], float]:
+def _job(items: list[TTSItem], sample_rate: int) -> tuple[list[Utterance], float]:
     """Speak, resample and write ``items``; their utterances and the seconds it took."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +159,7 @@ def _job(items: list[_Item], sample_rate: int) -> tuple[list[Utterance], float]:
     return utts, time.perf_counter() - start
 
 
-def _synthesize(items: list[_Item], sample_rate: int, workers: int,
+def synthesize(items: list[TTSItem], sample_rate: int, workers: int,
                 desc: str) -> tuple[list[Utterance], dict[str, list[float]]]:
     """Utterances of ``items`` in order, and {engine: [utterances, seconds]}."""
     festival = [it for it in items if it.voice.engine == "festival"]
@@ -181,7 +183,7 @@ def _sentences(source: Path, split: str) -> list[str]:
 
 
 def _plan(split: str, lines: list[str], count: int, voices: Sequence[Voice], rng: np.random.Generator,
-          out: Path, exclude: Set[str] = frozenset()) -> list[_Item]:
+          out: Path, exclude: Set[str] = frozenset()) -> list[TTSItem]:
     """``count`` random sentences (by line order) of ``lines``, each with a random voice and speaking style."""
     texts = [normalize_text(line) for line in lines]
     pool = [i for i, t in enumerate(texts) if t and t not in exclude]
@@ -194,7 +196,7 @@ def _plan(split: str, lines: list[str], count: int, voices: Sequence[Voice], rng
         rate, pitch, stretch = int(rng.integers(140, 191)), int(rng.integers(30, 71)), round(rng.uniform(0.9, 1.15), 3)
         utt_id = f"{split}-{line:05d}"
         path = out / "audio" / split / f"{utt_id}.wav"
-        items.append(_Item(utt_id, texts[line - 1], voice, rate, pitch, stretch, path))
+        items.append(TTSItem(utt_id, texts[line - 1], voice, rate, pitch, stretch, path))
     return items
 
 
@@ -209,14 +211,14 @@ def _source(source: str | Path | None) -> Path:
     return cache
 
 
-def _write(out: Path, plans: dict[str, list[_Item]], sample_rate: int, workers: int,
+def _write(out: Path, plans: dict[str, list[TTSItem]], sample_rate: int, workers: int,
            log: Callable[[str], None]) -> CaptionsReport:
     _check_binaries([it.voice for items in plans.values() for it in items])
     summaries: list[SplitSummary] = []
     timing: dict[str, list[float]] = {}  # {engine: [utterances, seconds]}
     for split, items in plans.items():
         shutil.rmtree(out / "audio" / split, ignore_errors=True)  # generated content only
-        utts, split_timing = _synthesize(items, sample_rate, workers, f"captions {split}")
+        utts, split_timing = synthesize(items, sample_rate, workers, f"captions {split}")
         write_manifest(out / f"{split}.jsonl", utts)
         summaries.append(summarize(split, utts))
         log(f"captions {summaries[-1]}")

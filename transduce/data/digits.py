@@ -14,7 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -128,6 +128,34 @@ def load_takes(folder: Path, sample_rate: int) -> dict[str, list[list[np.ndarray
     return takes
 
 
+def tts_takes(voices: Sequence[str], *, styles: int = 6, seed: int = 1, sample_rate: int = 16000,
+              workers: int = 1) -> dict[str, list[list[np.ndarray]]]:
+    """The ten digit words spoken in isolation by local TTS voices (``data.captions`` names and engines:
+    ``espeak:en-us+f2``, ``flite:slt``, ``festival:kal_diphone``), each voice in ``styles`` random speaking
+    styles (espeak rate and pitch, flite/festival duration stretch): ``{"tts:VOICE": [takes of digit 0,
+    ..., 9]}``, trimmed like the FSDD takes. Voices reserved for held-out evaluation are refused."""
+    from transduce.data.captions import TTSItem, parse_voice, synthesize
+
+    if styles < 1:
+        raise DataError(f"tts styles must be >= 1, got {styles}")
+    rng = np.random.default_rng([seed, 99])
+    parsed = [parse_voice(v) for v in voices]
+    with tempfile.TemporaryDirectory() as tmp:
+        items = []
+        for voice in parsed:
+            for style in range(styles):
+                rate, pitch = int(rng.integers(140, 191)), int(rng.integers(30, 71))
+                stretch = round(float(rng.uniform(0.9, 1.15)), 3)
+                items += [TTSItem(f"{voice}-{style}-{d}", word, voice, rate, pitch, stretch,
+                                  Path(tmp) / f"{len(items) + d}.wav") for d, word in enumerate(WORDS)]
+        utts, _ = synthesize(items, sample_rate, workers, "digits tts")
+        takes: dict[str, list[list[np.ndarray]]] = {f"tts:{v}": [[] for _ in WORDS] for v in parsed}
+        for item, utt in zip(items, utts, strict=True):
+            wave = _trim(load_audio(utt.audio, sample_rate).numpy(), sample_rate)
+            takes[f"tts:{item.voice}"][WORDS.index(item.text)].append(wave)
+    return takes
+
+
 def _utterance(rng: np.random.Generator, takes: list[list[np.ndarray]], *, digits: tuple[int, int],
                gap_ms: tuple[float, float], rate: int) -> tuple[np.ndarray, str]:
     """One connected-digit waveform of a speaker and its transcript."""
@@ -171,16 +199,40 @@ def _write_readme(out: Path, settings: str, summaries: list[SplitSummary]) -> No
         f"Settings: {settings}\n\n" + "\n".join(str(s) for s in summaries) + "\n")
 
 
+def _tts_utterances(out: Path, voices: Sequence[str], count: int, styles: int, *, seed: int,
+                    digits: tuple[int, int], gap_ms: tuple[float, float], sample_rate: int,
+                    workers: int) -> list[Utterance]:
+    """``count`` connected-digit training utterances of TTS speakers, written under ``out/audio/train``."""
+    takes = tts_takes(voices, styles=styles, seed=seed, sample_rate=sample_rate, workers=workers)
+    speakers = sorted(takes)
+    rng = np.random.default_rng([seed, 100])
+    utts = []
+    for i in tqdm(range(count), desc="digits train (tts)", unit="utt", disable=None, leave=False):
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        wave, text = _utterance(rng, takes[speaker], digits=digits, gap_ms=gap_ms, rate=sample_rate)
+        path = out / "audio" / "train" / f"train-tts-{i:06d}.wav"
+        write_wav(path, torch.from_numpy(wave), sample_rate)
+        utts.append(Utterance(path.stem, path, len(wave) / sample_rate, text, speaker))
+    return utts
+
+
 def prepare_digits(
     out: str | Path, *, source: str | Path | None = None, seed: int = 1, dev_speakers: tuple[str, ...] = ("nicolas",),
     test_speakers: tuple[str, ...] = (), utterances: Mapping[str, int] = DEFAULT_UTTERANCES, min_digits: int = 1,
     max_digits: int = 7, gap_ms: tuple[float, float] = (50.0, 400.0), sample_rate: int = 16000,
+    tts_voices: Sequence[str] = (), tts_utterances: int = 0, tts_styles: int = 6, workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[SplitSummary]:
     """Write ``out/{train,dev[,test]}.jsonl``, ``out/audio/{split}/ID.wav`` and ``out/README.txt``.
 
     ``source`` is an FSDD folder holding ``recordings/``; without it FSDD is downloaded to the cache.
+    ``tts_utterances`` more training utterances (ids ``train-tts-N``) are built the same way from digit
+    words spoken by ``tts_voices`` (see :func:`tts_takes`), one synthetic speaker per voice; dev and test
+    stay real FSDD speakers.
     """
+    if tts_utterances < 0 or (tts_utterances > 0) != bool(tts_voices):
+        raise DataError(f"tts_utterances ({tts_utterances}) and tts_voices ({list(tts_voices)}) go together: "
+                        "both set or both empty")
     if not 1 <= min_digits <= max_digits:
         raise DataError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
     if not 0 <= gap_ms[0] <= gap_ms[1]:
@@ -204,10 +256,16 @@ def prepare_digits(
             utt_id = f"{split}-{i:06d}"
             write_wav(audio_dir / f"{utt_id}.wav", torch.from_numpy(wave), sample_rate)
             utts.append(Utterance(utt_id, audio_dir / f"{utt_id}.wav", len(wave) / sample_rate, text, speaker))
+        if split == "train" and tts_utterances:
+            utts += _tts_utterances(out, tts_voices, tts_utterances, tts_styles, seed=seed,
+                                    digits=(min_digits, max_digits), gap_ms=gap_ms, sample_rate=sample_rate,
+                                    workers=workers)
         write_manifest(out / f"{split}.jsonl", utts)
         summaries.append(summarize(split, utts))
         log(f"digits {summaries[-1]}")
     settings = (f"seed={seed} digits={min_digits}-{max_digits} gap_ms={gap_ms} pad_ms={_PAD_MS} "
-                f"sample_rate={sample_rate} speakers={ {k: list(v) for k, v in splits.items()} }")
+                f"sample_rate={sample_rate} speakers={ {k: list(v) for k, v in splits.items()} }"
+                + (f" tts_voices={list(tts_voices)} tts_utterances={tts_utterances} tts_styles={tts_styles}"
+                   if tts_utterances else ""))
     _write_readme(out, settings, summaries)
     return summaries
