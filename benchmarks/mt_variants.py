@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(errors) else 0
 
 
-def _try(fn, *args) -> str | None:  # noqa: ANN001
+def _try(fn, *args) -> str | None:
     try:
         fn(*args)
     except Exception as err:  # one failed variant must not hide the others' results

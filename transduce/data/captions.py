@@ -182,6 +182,11 @@ def _sentences(source: Path, split: str) -> list[str]:
     return read_lines(gz if gz.is_file() else source / f"{split}.en")
 
 
+def random_style(rng: np.random.Generator) -> tuple[int, int, float]:
+    """A random speaking style: espeak rate (words per minute) and pitch, flite/festival duration stretch."""
+    return int(rng.integers(140, 191)), int(rng.integers(30, 71)), round(float(rng.uniform(0.9, 1.15)), 3)
+
+
 def _plan(split: str, lines: list[str], count: int, voices: Sequence[Voice], rng: np.random.Generator,
           out: Path, exclude: Set[str] = frozenset()) -> list[TTSItem]:
     """``count`` random sentences (by line order) of ``lines``, each with a random voice and speaking style."""
@@ -193,7 +198,7 @@ def _plan(split: str, lines: list[str], count: int, voices: Sequence[Voice], rng
     for i in sorted(rng.choice(len(pool), size=count, replace=False)):
         line = pool[i] + 1
         voice = voices[int(rng.integers(len(voices)))]
-        rate, pitch, stretch = int(rng.integers(140, 191)), int(rng.integers(30, 71)), round(rng.uniform(0.9, 1.15), 3)
+        rate, pitch, stretch = random_style(rng)
         utt_id = f"{split}-{line:05d}"
         path = out / "audio" / split / f"{utt_id}.wav"
         items.append(TTSItem(utt_id, texts[line - 1], voice, rate, pitch, stretch, path))

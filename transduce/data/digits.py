@@ -134,7 +134,7 @@ def tts_takes(voices: Sequence[str], *, styles: int = 6, seed: int = 1, sample_r
     ``espeak:en-us+f2``, ``flite:slt``, ``festival:kal_diphone``), each voice in ``styles`` random speaking
     styles (espeak rate and pitch, flite/festival duration stretch): ``{"tts:VOICE": [takes of digit 0,
     ..., 9]}``, trimmed like the FSDD takes. Voices reserved for held-out evaluation are refused."""
-    from transduce.data.captions import TTSItem, parse_voice, synthesize
+    from transduce.data.captions import TTSItem, parse_voice, random_style, synthesize
 
     if styles < 1:
         raise DataError(f"tts styles must be >= 1, got {styles}")
@@ -144,8 +144,7 @@ def tts_takes(voices: Sequence[str], *, styles: int = 6, seed: int = 1, sample_r
         items = []
         for voice in parsed:
             for style in range(styles):
-                rate, pitch = int(rng.integers(140, 191)), int(rng.integers(30, 71))
-                stretch = round(float(rng.uniform(0.9, 1.15)), 3)
+                rate, pitch, stretch = random_style(rng)
                 items += [TTSItem(f"{voice}-{style}-{d}", word, voice, rate, pitch, stretch,
                                   Path(tmp) / f"{len(items) + d}.wav") for d, word in enumerate(WORDS)]
         utts, _ = synthesize(items, sample_rate, workers, "digits tts")
