@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from transduce.config import DecodeConfig, RunConfig, from_dict
-from transduce.data.tokenizer import PAD
+from transduce.data.tokenizer import PAD, Tokenizer
 from transduce.decoding.corpus import search_corpus
+from transduce.decoding.ensemble import Ensemble
 from transduce.decoding.hypothesis import Hypothesis
 from transduce.models import rnn
 from transduce.models.transformer import TransformerSeq2Seq, build, tied_aliases
@@ -47,18 +49,36 @@ def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq | rnn.RNNSeq2Se
     return model.eval(), toks, cfg, card
 
 
+def _pieces(tokenizer: Tokenizer) -> list[str]:
+    return tokenizer.id_to_piece(list(range(len(tokenizer))))
+
+
 class Translator:
     """A loaded translation model with its tokenizers and default search settings."""
 
-    def __init__(self, model: TransformerSeq2Seq | rnn.RNNSeq2Seq, tokenizers: Tokenizers, config: RunConfig,
+    def __init__(self, model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble, tokenizers: Tokenizers, config: RunConfig,
                  card: dict | None = None, device: str = "cpu") -> None:
         self.model, self.tokenizers, self.config = model.to(device), tokenizers, config
         self.card = card or {}
         self.device = device
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> Translator:
-        return cls(*load_model_dir(path), device=device)
+    def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] = ()) -> Translator:
+        """The model in ``path``; with ``ensemble``, those models too, searched as one (their next-token
+        probabilities averaged). Every member must have the same tokenizers; search settings and card
+        come from ``path``."""
+        model, tokenizers, config, card = load_model_dir(path)
+        if ensemble:
+            members = [model]
+            for other in ensemble:
+                member, other_toks, _, _ = load_model_dir(other)
+                for side in ("src", "tgt"):
+                    if _pieces(getattr(other_toks, side)) != _pieces(getattr(tokenizers, side)):
+                        raise ValueError(f"{other}: its {side} vocabulary differs from {path}'s; "
+                                         "ensembled models must share their tokenizers")
+                members.append(member)
+            model = Ensemble(members).eval()
+        return cls(model, tokenizers, config, card, device=device)
 
     def search(self, sentences: list[str], **overrides: object) -> list[list[Hypothesis]]:
         """Hypotheses per sentence; ``overrides`` are DecodeConfig fields (beam=, nbest=, ...)."""

@@ -53,6 +53,26 @@ def test_translate_keeps_order_and_empty_lines(trained: Path, capsys, monkeypatc
     assert out.split("\n")[:3] == ["c b a", "", "q r s t"]
 
 
+def test_ensemble_of_a_model_with_itself_translates_like_it_and_vocabularies_must_match(
+    trained: Path, capsys, tmp_path: Path
+) -> None:
+    import shutil
+
+    from transduce.data.tokenizer import Tokenizer, train_sentencepiece
+
+    model = trained / "run" / "model"
+    _, alone, _ = run(["translate", "--model", str(model), "a b c", "t s r q"], capsys)
+    code, doubled, _ = run(["translate", "--model", str(model), "--ensemble", str(model), "a b c", "t s r q"], capsys)
+    assert code == 0 and doubled == alone == "c b a\nq r s t\n"
+    other = shutil.copytree(model, tmp_path / "other")
+    for spm_file in other.glob("*.model"):  # as many pieces (the weights still load), other pieces
+        size = len(Tokenizer(spm_file))
+        words = " ".join(f"w{i}" for i in range(size - 4))  # + PAD, UNK, BOS, EOS
+        assert len(train_sentencepiece([words] * 3, spm_file, vocab_size=size, model_type="word")) == size
+    code, _, err = run(["translate", "--model", str(model), "--ensemble", str(other), "a b c"], capsys)
+    assert code == 2 and "vocabulary differs" in err and str(other) in err
+
+
 def test_nbest_prints_k_scored_lines(trained: Path, capsys) -> None:
     code, out, _ = run(["translate", "--model", str(trained / "run"), "--nbest", "3", "a b c d"], capsys)
     assert code == 0

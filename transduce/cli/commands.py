@@ -69,10 +69,13 @@ def _decode_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
 
 
-def _load_translator(path: str):
+def _load_translator(path: str, ensemble: list[str] | None = None):
     from transduce.translate import Translator
 
-    return Translator.load(path)
+    try:
+        return Translator.load(path, ensemble=ensemble or ())
+    except ValueError as err:  # weights that do not fit the config, ensemble vocabularies that differ
+        raise UsageError(str(err)) from None
 
 
 def translate(args: argparse.Namespace) -> int:
@@ -85,7 +88,9 @@ def translate(args: argparse.Namespace) -> int:
         lines = [line.rstrip("\n") for line in sys.stdin]
     if args.plot_attention is None and (args.attention_layer is not None or args.attention_head is not None):
         raise UsageError("--attention-layer/--attention-head choose what --plot-attention draws; give --plot-attention")
-    translator = _load_translator(args.model)
+    if args.plot_attention is not None and args.ensemble:
+        raise UsageError("--plot-attention draws one model's attention; leave out --ensemble")
+    translator = _load_translator(args.model, args.ensemble)
     overrides = _decode_overrides(args)
     if args.plot_attention is not None:
         _check_attention(translator, args)
@@ -152,8 +157,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
     if args.manifest:
-        if args.src or args.ref:
-            raise UsageError("--manifest (speech) and --src/--ref (translation) do not go together")
+        if args.src or args.ref or args.ensemble:
+            raise UsageError("--manifest (speech) and --src/--ref/--ensemble (translation) do not go together")
         from transduce.cli import speech
 
         return speech.evaluate(args)
@@ -162,7 +167,7 @@ def evaluate(args: argparse.Namespace) -> int:
     src, refs = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(refs):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
-    translator = _load_translator(args.model)
+    translator = _load_translator(args.model, args.ensemble)
     lang = args.lang or translator.config.data.tgt_lang
     refs_tok = read_lines(args.ref_tok) if args.ref_tok else [mmt_tokenize(r, lang) for r in refs]
     started = time.perf_counter()

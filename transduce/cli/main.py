@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--nbest", type=int, default=1, help="print the K best as 'score<TAB>text'")
     tr.add_argument("--input", action="append", default=[], help="input file (repeatable)")
     tr.add_argument("--coverage-penalty", type=float, help="GNMT coverage penalty beta in beam search (0 = off)")
+    tr.add_argument("--ensemble", action="append", default=[], metavar="DIR",
+                    help="another model with the same tokenizers, searched together with --model (repeatable)")
     tr.add_argument("--plot-attention", metavar="DIR",
                     help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
     attention_options(tr)
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", help="speech: write the per-utterance alignment report (S/I/D) here")
     ev.add_argument("--ref-tok", help="official tokenized lowercased references (else made from --ref)")
     ev.add_argument("--lang", help="target language for Moses tokenization (default: the model's)")
+    ev.add_argument("--ensemble", action="append", default=[], metavar="DIR",
+                    help="translation: another model with the same tokenizers, searched with --model (repeatable)")
     ev.add_argument("--output", help="also write the translations here")
     ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
 
