@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import load_file
 from tqdm import tqdm
@@ -67,9 +68,10 @@ class Translator:
         """The model in ``path``; with ``ensemble``, those models too, searched as one (their next-token
         probabilities averaged). Every member must have the same tokenizers; search settings and card
         come from ``path``."""
-        model, tokenizers, config, card = load_model_dir(path)
+        single, tokenizers, config, card = load_model_dir(path)
+        model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
         if ensemble:
-            members = [model]
+            members: list[torch.nn.Module] = [single]
             for other in ensemble:
                 member, other_toks, _, _ = load_model_dir(other)
                 for side in ("src", "tgt"):

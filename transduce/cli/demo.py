@@ -63,9 +63,12 @@ def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> N
     audio = torch.cat([piece for name in names for piece in (load_audio(folder / name, rate), pause)])
     stream = recognizer.stream(chunk_ms, endpoint=EndpointConfig(trailing_silence=0.6))
     print(f"model: models/{model_name}, streaming {audio.numel() / rate:.1f}s of audio in {chunk_ms:.0f} ms chunks")
+    def show(partial: str) -> None:
+        if partial:
+            print(f"  partial at {stream.stats.audio_seconds:5.2f}s: {partial}")
+
     started = time.perf_counter()
-    segments = feed(stream, audio, chunk_ms,
-                    on_partial=lambda text: text and print(f"  partial at {stream.stats.audio_seconds:5.2f}s: {text}"))
+    segments = feed(stream, audio, chunk_ms, on_partial=show)
     seconds = time.perf_counter() - started
     for seg in segments:
         print(f"  final  [{seg.start:5.2f}-{seg.end:5.2f}s] {seg.text}")

@@ -141,7 +141,7 @@ def tts_takes(voices: Sequence[str], *, styles: int = 6, seed: int = 1, sample_r
     rng = np.random.default_rng([seed, 99])
     parsed = [parse_voice(v) for v in voices]
     with tempfile.TemporaryDirectory() as tmp:
-        items = []
+        items: list[TTSItem] = []
         for voice in parsed:
             for style in range(styles):
                 rate, pitch, stretch = random_style(rng)
