@@ -38,7 +38,8 @@ class Ensemble(nn.Module):
             raise ValueError(f"an ensemble needs at least 2 models, got {len(models)}")
         self.members = nn.ModuleList(models)
         with torch.no_grad():  # each member's memory size D_m, from a one-token source
-            probe = [m.encode(torch.full((1, 1), UNK), torch.tensor([1]))[0] for m in self._each()]
+            probe = [m.encode(torch.full((1, 1), UNK, device=_device(m)), torch.tensor([1], device=_device(m)))[0]
+                     for m in self._each()]
         self.memory_dims = tuple(p.size(-1) for p in probe)
 
     def _each(self) -> list[Any]:
@@ -73,6 +74,10 @@ class Ensemble(nn.Module):
                    for m, part, s in zip(self._each(), self._split(memory), state.states, strict=True)]
         weights = torch.stack([w for _, _, w in results]).mean(dim=0)
         return _mean_probs([lp for lp, _, _ in results]), EnsembleState(tuple(s for _, s, _ in results)), weights
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _mean_probs(log_probs: list[Tensor]) -> Tensor:
