@@ -27,6 +27,25 @@ def padded_batch(vocab: int, seed: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     return src, src_lens, tgt_in
 
 
+def stepwise(model, src: Tensor, src_lens: Tensor, tokens: Tensor,
+             reorder: Tensor | None = None) -> tuple[Tensor, list]:
+    """Decode ``tokens`` (B, T) one step at a time through ``encode`` / ``init_state`` / ``step`` ->
+    (log-probs (B', T, V), the state after each step). With ``reorder`` (B',) the rows of state, memory
+    and tokens are re-indexed after step 1, as beam search does (B' = len(reorder)); log-probs of
+    steps 0 and 1 are then taken in the new row order too."""
+    memory, memory_lens = model.encode(src, src_lens)
+    state = model.init_state(memory, memory_lens)
+    out, states = [], []
+    for t in range(tokens.size(1)):
+        lp, state = model.step(tokens[:, t], memory, state)
+        out.append(lp)
+        states.append(state)
+        if t == 1 and reorder is not None:
+            state, memory, tokens = state.reorder(reorder), memory[reorder], tokens[reorder]
+            out = [lp[reorder] for lp in out]
+    return torch.stack(out, dim=1), states
+
+
 def train_tones(base: Path, recipe: str, *, valid: int) -> Path:
     """Synthetic tone 'speech' (300 training utterances) in ``base/data`` and ``recipes/<recipe>`` trained
     on it into ``base/run`` -> ``base``."""

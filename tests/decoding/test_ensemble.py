@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from testkit import padded_batch
+from testkit import padded_batch, stepwise
 
 from transduce.decoding.beam import beam_search
 from transduce.decoding.ensemble import Ensemble
@@ -28,19 +28,6 @@ def _rnn(seed: int) -> torch.nn.Module:
     return build_rnn(cfg, V, V).eval()
 
 
-def _steps(model, src, src_lens, tokens, reorder):
-    """Log-probs (N, V) of each step, reordering the state by ``reorder`` after step 2."""
-    memory, memory_lens = model.encode(src, src_lens)
-    state = model.init_state(memory, memory_lens)
-    out = []
-    for t in range(tokens.size(1)):
-        lp, state = model.step(tokens[:, t], memory, state)
-        out.append(lp)
-        if t == 1:
-            state, memory, tokens = state.reorder(reorder), memory[reorder], tokens[reorder]
-    return out
-
-
 @torch.no_grad()
 def test_each_step_is_the_log_of_the_mean_probability_of_different_members() -> None:
     members = [_transformer(0, 16), _transformer(1, 8), _rnn(2)]  # memory sizes 16, 8 and 12
@@ -48,12 +35,10 @@ def test_each_step_is_the_log_of_the_mean_probability_of_different_members() -> 
     assert ensemble.memory_dims == (16, 8, 12)
     src, src_lens, tgt_in = padded_batch(V)
     reorder = torch.tensor([2, 0, 0])
-    got = _steps(ensemble, src, src_lens, tgt_in, reorder)
-    per_member = [_steps(m, src, src_lens, tgt_in, reorder) for m in members]
-    for t, lp in enumerate(got):
-        probs = torch.stack([steps[t].exp() for steps in per_member]).mean(dim=0)
-        torch.testing.assert_close(lp, probs.log(), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(lp.exp().sum(-1), torch.ones(3))
+    got = stepwise(ensemble, src, src_lens, tgt_in, reorder)[0]  # (3, T, V)
+    per_member = torch.stack([stepwise(m, src, src_lens, tgt_in, reorder)[0] for m in members])  # (M, 3, T, V)
+    torch.testing.assert_close(got, per_member.exp().mean(dim=0).log(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.exp().sum(-1), torch.ones(got.shape[:2]))
 
 
 @torch.no_grad()

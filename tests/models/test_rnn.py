@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from testkit import padded_batch
+from testkit import padded_batch, stepwise
 
 from transduce.cli.config import load_recipe
 from transduce.config import DataConfig, DecodeConfig, OptimConfig, RunConfig, TrainConfig
@@ -40,15 +40,7 @@ def _inputs(seed: int = 1):
 
 
 def _stepwise(model, src, src_lens, tgt_in):
-    """Log-probs (B, T, V) and the states after each step."""
-    memory, memory_lens = model.encode(src, src_lens)
-    state = model.init_state(memory, memory_lens)
-    out, states = [], []
-    for t in range(tgt_in.size(1)):
-        lp, state = model.step(tgt_in[:, t], memory, state)
-        out.append(lp)
-        states.append(state)
-    return torch.stack(out, dim=1), states
+    return stepwise(model, src, src_lens, tgt_in)
 
 
 VARIANTS = [

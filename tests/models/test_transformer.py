@@ -3,7 +3,7 @@ and embedding tying."""
 
 import pytest
 import torch
-from testkit import padded_batch
+from testkit import padded_batch, stepwise
 
 from transduce.data.tokenizer import PAD
 from transduce.models.transformer import TransformerConfig, build
@@ -30,13 +30,7 @@ def _inputs(seed: int = 1):
 
 
 def _stepwise(model, src, src_lens, tgt_in) -> torch.Tensor:
-    memory, memory_lens = model.encode(src, src_lens)
-    state = model.init_state(memory, memory_lens)
-    out = []
-    for t in range(tgt_in.size(1)):
-        lp, state = model.step(tgt_in[:, t], memory, state)
-        out.append(lp)
-    return torch.stack(out, dim=1)  # (B, T, V)
+    return stepwise(model, src, src_lens, tgt_in)[0]  # (B, T, V)
 
 
 @pytest.mark.parametrize("pre_norm", [True, False], ids=["pre_ln", "post_ln"])
