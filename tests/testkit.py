@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -53,3 +55,19 @@ def train_tones(base: Path, recipe: str, *, valid: int) -> Path:
     cfg = load_recipe(ROOT / "recipes" / recipe, [f"data.dir={base / 'data'}"])
     Trainer(cfg, base / "run", log=lambda _: None, show_progress=False).fit()
     return base
+
+
+def collapse(path: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """A CTC alignment (blank = 0) -> its label sequence: repeats merged, blanks removed."""
+    return tuple(p for i, p in enumerate(path) if p != 0 and (i == 0 or path[i - 1] != p))
+
+
+def ctc_label_log_probs(log_probs: Tensor) -> dict[tuple[int, ...], float]:
+    """log_probs (T, V) -> {label sequence: log of its probability summed over all V^T alignments}."""
+    frames, vocab = log_probs.shape
+    paths = torch.tensor(list(itertools.product(range(vocab), repeat=frames)))  # (V^T, T)
+    totals = log_probs[torch.arange(frames), paths].sum(1)  # (V^T,)
+    grouped: defaultdict[tuple[int, ...], list[Tensor]] = defaultdict(list)
+    for path, total in zip(paths.tolist(), totals, strict=True):
+        grouped[collapse(path)].append(total)
+    return {label: torch.stack(s).logsumexp(0).item() for label, s in grouped.items()}

@@ -199,6 +199,13 @@ class CTCDecodeConfig:
     """Encoder frames per attention chunk (0 = full context); streaming uses it too."""
     left_chunks: int = -1
     """Chunks of left context each chunk sees (-1 = all)."""
+    lm: str = ""
+    """ctc/rescore with beam > 1: ARPA n-gram LM over the model's pieces for shallow fusion (``transduce lm``);
+    a relative path is looked up in the working directory, then in the model folder."""
+    lm_weight: float = 0.0
+    """Shallow fusion: weight of the LM's natural-log probabilities (0 = LM off)."""
+    insertion_bonus: float = 0.0
+    """Shallow fusion: score added per emitted token (counters the LM's preference for short outputs)."""
 
 
 @dataclass(kw_only=True)

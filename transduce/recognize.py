@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
-from transduce.config import CTCDecodeConfig, RunConfig, from_dict
+from transduce.config import ConfigError, CTCDecodeConfig, RunConfig, from_dict
 from transduce.data.audio import load_audio
 from transduce.data.cmvn import GlobalCMVN
 from transduce.data.features import Fbank
@@ -24,7 +24,9 @@ from transduce.data.speech_batching import pad_features
 from transduce.data.tokenizer import Tokenizer
 from transduce.decoding.ctc import CTCHypothesis, ctc_beam_search, ctc_greedy
 from transduce.decoding.joint import attention_rescore, joint_beam_search
+from transduce.decoding.lm_fusion import LMFusion
 from transduce.models.ctc import CTCModel, build_ctc, tied_aliases
+from transduce.models.ngram import NgramLM
 from transduce.train.ctc_task import fbank_config
 from transduce.translate import resolve_model_dir
 
@@ -47,6 +49,11 @@ class Transcript:
     score: float
     tokens: list[str]
     times: list[float]
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer of a speech model folder (or run folder)."""
+    return Tokenizer(resolve_model_dir(path) / "spm.model")
 
 
 def load_ctc_dir(path: str | Path) -> tuple[CTCModel, Tokenizer, RunConfig, dict]:
@@ -78,10 +85,33 @@ class Recognizer:
         frame_shift = self.fbank.cfg.frame_shift / self.sample_rate
         self.seconds_per_output = frame_shift * config.model.subsampling
         self._vad: SileroVAD | None = None  # loaded on the first stream that asks for it, then shared
+        self.folder: Path | None = None  # the model folder, where relative decode.lm paths are also looked up
+        self._lms: dict[Path, NgramLM] = {}  # loaded language models by file
+        self._fusions: dict[tuple[Path, float, float], LMFusion] = {}  # with their caches, by (file, weight, bonus)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
-        return cls(*load_ctc_dir(path), device=device)
+        recognizer = cls(*load_ctc_dir(path), device=device)
+        recognizer.folder = resolve_model_dir(path)
+        return recognizer
+
+    def fusion(self, cfg: CTCDecodeConfig) -> LMFusion | None:
+        """The shallow-fusion scorer for ``cfg.lm`` (None when no LM or weight 0); each file is read once."""
+        if not cfg.lm or cfg.lm_weight == 0.0:
+            return None
+        path = Path(cfg.lm)
+        if not path.is_file() and not path.is_absolute() and self.folder is not None:
+            path = self.folder / cfg.lm
+        if not path.is_file():
+            raise ConfigError(f"decode.lm: {cfg.lm}: no such language model file"
+                                    + (f" (also looked in {self.folder})" if self.folder else ""))
+        if path not in self._lms:
+            self._lms[path] = NgramLM.load_arpa(path)
+        key = (path, cfg.lm_weight, cfg.insertion_bonus)
+        if key not in self._fusions:
+            pieces = self.tokenizer.id_to_piece(list(range(len(self.tokenizer))))
+            self._fusions[key] = LMFusion(self._lms[path], pieces, cfg.lm_weight, cfg.insertion_bonus)
+        return self._fusions[key]
 
     def features(self, audio: Audio) -> Tensor:
         """(T, F) log-mel filterbank of a file or waveform."""
@@ -91,9 +121,13 @@ class Recognizer:
 
     def _check_mode(self, cfg: CTCDecodeConfig) -> None:
         if cfg.mode not in MODES:
-            raise ValueError(f"decode.mode: unknown mode {cfg.mode!r} (known: {', '.join(MODES)})")
+            raise ConfigError(f"decode.mode: unknown mode {cfg.mode!r} (known: {', '.join(MODES)})")
         if cfg.mode != "ctc" and self.model.decoder is None:
-            raise ValueError(f"decode.mode {cfg.mode} needs an attention decoder; this model is CTC only")
+            raise ConfigError(f"decode.mode {cfg.mode} needs an attention decoder; this model is CTC only")
+        if cfg.lm and cfg.lm_weight != 0.0 and cfg.mode not in ("ctc", "rescore"):
+            raise ConfigError(f"decode.lm: shallow fusion works in modes ctc and rescore, not {cfg.mode}")
+        if cfg.lm and cfg.lm_weight != 0.0 and cfg.beam <= 1:
+            raise ConfigError("decode.lm: shallow fusion needs a beam (decode.beam > 1)")
 
     @torch.no_grad()
     def encode(self, feats: list[Tensor], cfg: CTCDecodeConfig) -> tuple[Tensor, Tensor]:
@@ -142,7 +176,8 @@ class Recognizer:
         nbest = nbest or cfg.nbest
         if cfg.beam <= 1 and nbest <= 1:
             return [[h] for h in ctc_greedy(log_probs, lens)]
-        return ctc_beam_search(log_probs, lens, beam=max(cfg.beam, nbest), token_prune=cfg.token_prune, nbest=nbest)
+        return ctc_beam_search(log_probs, lens, beam=max(cfg.beam, nbest), token_prune=cfg.token_prune, nbest=nbest,
+                               fusion=self.fusion(cfg))
 
     def _rescore(self, out: Tensor, lens: Tensor, log_probs: Tensor, cfg: CTCDecodeConfig) -> list[list[Transcript]]:
         """WeNet attention rescoring: the CTC prefix beam's n-best (``beam`` of them), ranked by decoder score +
@@ -188,7 +223,7 @@ class Recognizer:
             detector = self._vad
         return Stream(self, chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
                       rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight, reverse_weight=cfg.reverse_weight,
-                      endpoint=endpoint, vad=detector)
+                      endpoint=endpoint, vad=detector, fusion=self.fusion(cfg))
 
     def transcribe(self, audio: Sequence[Audio], **overrides: object) -> list[str]:
         """Best transcript per input, in input order."""

@@ -3,25 +3,12 @@ greedy vs beam 1 on peaky outputs, n-best order and timestamps."""
 
 import itertools
 import math
-from collections import defaultdict
 
 import pytest
 import torch
+from testkit import collapse, ctc_label_log_probs
 
 from transduce.decoding.ctc import ctc_beam_search, ctc_greedy, ctc_prefix_beam_search
-
-
-def collapse(path):
-    return tuple(p for i, p in enumerate(path) if p != 0 and (i == 0 or path[i - 1] != p))
-
-
-def brute_force(log_probs):
-    """Label sequence -> log of its probability summed over every alignment (all V^T paths)."""
-    t_len, vocab = log_probs.shape
-    probs = defaultdict(list)
-    for path in itertools.product(range(vocab), repeat=t_len):
-        probs[collapse(path)].append(sum(log_probs[t, v].item() for t, v in enumerate(path)))
-    return {labels: torch.logsumexp(torch.tensor(s), 0).item() for labels, s in probs.items()}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -29,7 +16,7 @@ def brute_force(log_probs):
 def test_prefix_beam_search_equals_brute_force(seed, frames):
     torch.manual_seed(seed)
     log_probs = (2 * torch.randn(frames, 3)).log_softmax(-1)  # blank + 2 tokens
-    exact = brute_force(log_probs)
+    exact = ctc_label_log_probs(log_probs)
     top = sorted(exact.values(), reverse=True)[:5]
     hyps = ctc_prefix_beam_search(log_probs, beam=100, nbest=5)
     assert len(hyps) == len(top) and len({tuple(h.tokens) for h in hyps}) == len(hyps)

@@ -4,11 +4,11 @@ scorer vs brute force over all alignments, joint search vs ``beam_search`` (ctc_
 
 import itertools
 import math
-from collections import defaultdict
 
 import pytest
 import torch
 import torch.nn.functional as F
+from testkit import ctc_label_log_probs
 
 from transduce.data.tokenizer import BOS, EOS, PAD
 from transduce.decoding.beam import beam_search
@@ -22,21 +22,6 @@ NEG_INF = float("-inf")
 
 
 # ---------------------------------------------------------------- CTC prefix scorer vs brute force
-
-
-def collapse(path):
-    return tuple(p for i, p in enumerate(path) if p != 0 and (i == 0 or path[i - 1] != p))
-
-
-def label_log_probs(log_probs):
-    """log_probs (T, V) -> {collapsed label sequence: log of its probability over all V^T paths}."""
-    frames, vocab = log_probs.shape
-    paths = torch.tensor(list(itertools.product(range(vocab), repeat=frames)))  # (V^T, T)
-    totals = log_probs[torch.arange(frames), paths].sum(1)  # (V^T,)
-    grouped = defaultdict(list)
-    for path, total in zip(paths.tolist(), totals, strict=True):
-        grouped[collapse(path)].append(total)
-    return {label: torch.stack(s).logsumexp(0).item() for label, s in grouped.items()}
 
 
 def brute_prefix_score(labels, prefix, token):
@@ -65,7 +50,7 @@ def test_prefix_scorer_equals_brute_force(seed):
     log_probs = torch.full((len(lengths), max(lengths), vocab), float("nan"))
     for b, n in enumerate(lengths):
         log_probs[b, :n] = (2 * torch.randn(n, vocab, generator=g)).log_softmax(-1)
-    labels = [label_log_probs(log_probs[b, :n]) for b, n in enumerate(lengths)]
+    labels = [ctc_label_log_probs(log_probs[b, :n]) for b, n in enumerate(lengths)]
     prefixes = list(itertools.product([1, 2], repeat=3))
     pairs = list(itertools.product(range(len(lengths)), prefixes))  # (utterance, prefix) per row
     scorer = CTCPrefixScorer(log_probs, torch.tensor(lengths))

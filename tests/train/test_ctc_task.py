@@ -83,3 +83,27 @@ def test_resume_of_ctc_run_matches_uninterrupted(tmp_path: Path) -> None:
     resumed.fit(resume=True)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_lm_command_and_shallow_fusion_through_the_cli(trained: Path, capsys, tmp_path: Path) -> None:
+    run, dev = str(trained / "run"), str(trained / "data" / "dev.jsonl")
+    text = tmp_path / "lm.txt"
+    text.write_text("dab\n" * 30)
+    arpa = tmp_path / "lm.arpa.gz"
+    assert main(["lm", "--model", run, "--text", str(text), "--out", str(arpa), "--order", "3", "--dev", dev]) == 0
+    assert "order 3, 30 sentences" in capsys.readouterr().out and arpa.is_file()
+    base = ["evaluate", "--model", run, "--manifest", dev, "--json", "--beam", "4"]
+    assert main(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*base, "--lm", str(arpa), "--lm-weight", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["cer"] == plain["cer"]
+    # an LM that only knows one sentence, weighted far above the acoustics, makes every transcript that sentence
+    assert main(["transcribe", "--model", run, "--manifest", dev, "--beam", "4", "--lm", str(arpa),
+                 "--lm-weight", "30"]) == 0
+    assert {json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()} == {"dab"}
+    assert main([*base[:-1], "1", "--lm", str(arpa), "--lm-weight", "0.5"]) == 2
+    assert "needs a beam" in capsys.readouterr().err
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("\\data\\\nngram 1=1\n\n\\1-grams:\noops\n")
+    assert main([*base, "--lm", str(bad), "--lm-weight", "0.5"]) == 2
+    assert f"{bad}:5" in capsys.readouterr().err

@@ -153,6 +153,12 @@ def transcribe(args: argparse.Namespace) -> int:
     return speech.transcribe(args, UsageError)
 
 
+def lm(args: argparse.Namespace) -> int:
+    from transduce.cli import speech
+
+    return speech.train_lm(args)
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 

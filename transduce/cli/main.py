@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chunk-ms", type=float, help="speech: attention chunk in ms (streaming-equivalent; "
                                                       "with --stream, the chunk fed per step; default 640)")
         p.add_argument("--left-chunks", type=int, help="speech: left chunks each chunk sees (-1 = all)")
+        p.add_argument("--lm", help="speech: ARPA n-gram LM over the model's pieces for shallow fusion (transduce lm)")
+        p.add_argument("--lm-weight", type=float, help="speech: shallow-fusion LM weight (0 = off; needs --beam > 1)")
+        p.add_argument("--insertion-bonus", type=float, help="speech: shallow-fusion score added per token")
         p.add_argument("--stream", action="store_true", help="speech: recognize chunk by chunk as live audio")
         p.add_argument("--vad", action="store_true",
                        help="speech --stream: silero-vad decides speech/silence for endpointing (else CTC blanks)")
@@ -145,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("run", help="run folder")
     av.add_argument("--last", type=int, default=10, help="how many newest checkpoints")
     av.add_argument("--out", required=True, help="model folder to write")
+
+    lm = sub.add_parser("lm", help="train an n-gram LM over a speech model's pieces (for --lm shallow fusion)")
+    lm.add_argument("--model", required=True, help="speech model folder (its tokenizer splits the text)")
+    lm.add_argument("--text", nargs="+", required=True, help="training text, one sentence per line (.gz ok)")
+    lm.add_argument("--out", required=True, help="ARPA file to write (.gz compresses)")
+    lm.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
+    lm.add_argument("--normalize", choices=["none", "words"], default="none",
+                    help="words: lowercase words without punctuation, as `transduce data captions` transcribes")
+    lm.add_argument("--exclude", action="append", default=[], metavar="MANIFEST",
+                    help="drop text lines equal to a transcript of this manifest (keeps dev/test out; repeatable)")
+    lm.add_argument("--dev", metavar="MANIFEST", help="report perplexity per piece on its transcripts")
 
     info = sub.add_parser("info", help="describe a model or run folder")
     info.add_argument("path")

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def speech_overrides(args: argparse.Namespace, recognizer: Recognizer) -> dict[str, object]:
     """CTCDecodeConfig overrides from the command line (``--chunk-ms`` converted to encoder frames)."""
-    names = ("beam", "token_prune", "batch_size", "mode", "ctc_weight", "reverse_weight", "left_chunks")
+    names = ("beam", "token_prune", "batch_size", "mode", "ctc_weight", "reverse_weight", "left_chunks", "lm",
+             "lm_weight", "insertion_bonus")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "chunk_ms", None):
         overrides["chunk_size"] = recognizer.chunk_frames(args.chunk_ms)
@@ -128,6 +129,8 @@ def evaluate(args: argparse.Namespace) -> int:
         "rtf": round(seconds / audio_seconds, 4), "utterances_per_second": round(len(utts) / seconds, 1),
         "beam": decode["beam"], "mode": decode["mode"], **streaming,
     }
+    if decode["lm"] and decode["lm_weight"]:
+        result.update(lm=decode["lm"], lm_weight=decode["lm_weight"], insertion_bonus=decode["insertion_bonus"])
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -157,3 +160,30 @@ def _evaluate_stream(args: argparse.Namespace, recognizer: Recognizer, overrides
         "chunk_latency_p95_ms": round(float(np.percentile(ms, 95)), 2),
         "first_partial_latency_ms": round(float(np.mean(first)) * 1000, 1) if first else None,
     }
+
+
+def train_lm(args: argparse.Namespace) -> int:
+    """Train a Kneser-Ney n-gram LM over a speech model's pieces and write it as ARPA, with a summary line."""
+    from transduce.data.captions import normalize_text
+    from transduce.data.manifest import read_manifest
+    from transduce.data.text import read_lines
+    from transduce.decoding.lm_fusion import piece_sentences, train_piece_lm
+    from transduce.recognize import load_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(args.model)
+    lines = [line for path in args.text for line in read_lines(path)]
+    if args.normalize == "words":
+        lines = [normalize_text(line) for line in lines]
+    excluded = {u.text for path in args.exclude for u in read_manifest(path)}
+    kept = [line for line in lines if line.strip() and line not in excluded]
+    model = train_piece_lm(tokenizer, kept, args.order)
+    model.save_arpa(args.out)
+    counts = [sum(len(g) == n for g in model.entries) for n in range(1, model.order + 1)]
+    summary = (f"{args.out}: order {model.order}, {len(kept)} sentences ({len(lines) - len(kept)} empty or "
+               f"excluded), n-grams {'/'.join(map(str, counts))}")
+    if args.dev:
+        dev = [u.text for u in read_manifest(args.dev)]
+        summary += f", dev perplexity {model.perplexity(piece_sentences(tokenizer, dev)):.3f} per piece"
+    print(f"{summary}, {time.perf_counter() - started:.1f} s")
+    return 0

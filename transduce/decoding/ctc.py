@@ -6,10 +6,11 @@ Dimension letters: B batch, T frames, V vocabulary (blank = 0).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from torch import Tensor
+
+from transduce.decoding.lm_fusion import LMFusion
 
 BLANK = 0
 NEG_INF = float("-inf")
@@ -59,9 +60,13 @@ class _Prefix:
     times_b: list[int] = field(default_factory=list)
     times_nb: list[int] = field(default_factory=list)
     peak: float = NEG_INF  # log-prob of the last token at its timestamp frame on the best nb path
+    lm: float = 0.0  # shallow-fusion terms of this prefix (LMFusion.extend summed over its tokens)
 
     def score(self) -> float:
         return _logaddexp(self.b, self.nb)
+
+    def fused(self) -> float:
+        return self.score() + self.lm
 
     def viterbi(self) -> tuple[float, list[int]]:
         return (self.vb, self.times_b) if self.vb > self.vnb else (self.vnb, self.times_nb)
@@ -72,6 +77,14 @@ def _extend(nxt: _Prefix, total: float, viterbi: float, times: list[int], t: int
     nxt.nb = _logaddexp(nxt.nb, total)
     if viterbi > nxt.vnb:
         nxt.vnb, nxt.times_nb, nxt.peak = viterbi, [*times, t], lp
+
+
+def _entry(nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], lm: float) -> _Prefix:
+    """``nxt[prefix]``, created with fusion score ``lm`` if absent."""
+    found = nxt.get(prefix)
+    if found is None:
+        found = nxt[prefix] = _Prefix(lm=lm)
+    return found
 
 
 def _candidates(frame: list[float], token_prune: int, prob_prune: float | None) -> list[int]:
@@ -92,10 +105,13 @@ class CTCPrefixSearch:
     and the beam holds every prefix). ``token_prune`` keeps the k likeliest tokens per frame (0 = all);
     ``prob_prune`` skips tokens whose log-prob is below it (the frame's best token is always kept).
     Timestamps: for each token, the frame where it peaks on the prefix's best alignment (WeNet).
+    ``fusion`` adds a language model's weighted scores to the ranking (shallow fusion); hypothesis scores are
+    then CTC + LM terms, the LM's end-of-sentence term included by ``nbest(final=True)``.
     """
 
-    def __init__(self, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None) -> None:
-        self.beam, self.token_prune, self.prob_prune = beam, token_prune, prob_prune
+    def __init__(self, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None,
+                 fusion: LMFusion | None = None) -> None:
+        self.beam, self.token_prune, self.prob_prune, self.fusion = beam, token_prune, prob_prune, fusion
         self.beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(b=0.0, vb=0.0)}
         self.frames = 0  # frames consumed so far (timestamps count from the first)
 
@@ -103,54 +119,68 @@ class CTCPrefixSearch:
         """Consume the next frames' log-probs (T, V)."""
         beams = self.beams
         for t, frame in enumerate(log_probs.tolist(), start=self.frames):
-            nxt: defaultdict[tuple[int, ...], _Prefix] = defaultdict(_Prefix)
+            nxt: dict[tuple[int, ...], _Prefix] = {}
             for token in _candidates(frame, self.token_prune, self.prob_prune):
                 lp = frame[token]
                 for prefix, cur in beams.items():
                     if token == BLANK:  # *  -> *-   (only source of this kind)
-                        stay = nxt[prefix]
+                        stay = _entry(nxt, prefix, cur.lm)
                         stay.b = _logaddexp(stay.b, cur.score() + lp)
                         v, times = cur.viterbi()
                         stay.vb, stay.times_b = v + lp, times
                     elif prefix and token == prefix[-1]:
-                        stay = nxt[prefix]  # *a -> *a  (repeat collapses)
+                        stay = _entry(nxt, prefix, cur.lm)  # *a -> *a  (repeat collapses)
                         stay.nb = _logaddexp(stay.nb, cur.nb + lp)
                         if cur.vnb + lp > stay.vnb:
                             stay.vnb = cur.vnb + lp
                             stay.times_nb, stay.peak = cur.times_nb, cur.peak
                             if lp > cur.peak:  # the token peaks later on this path
                                 stay.times_nb, stay.peak = [*cur.times_nb[:-1], t], lp
-                        _extend(nxt[(*prefix, token)], cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
+                        longer = self._child(nxt, prefix, token, cur)
+                        _extend(longer, cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
                     else:
                         v, times = cur.viterbi()
-                        _extend(nxt[(*prefix, token)], cur.score() + lp, v + lp, times, t, lp)
-            ranked = sorted(nxt.items(), key=lambda item: item[1].score(), reverse=True)
+                        _extend(self._child(nxt, prefix, token, cur), cur.score() + lp, v + lp, times, t, lp)
+            ranked = sorted(nxt.items(), key=lambda item: item[1].fused(), reverse=True)
             beams = dict(ranked[: self.beam])
         self.beams = beams
         self.frames += log_probs.size(0)
 
-    def nbest(self, n: int = 1) -> list[CTCHypothesis]:
-        """Up to ``n`` hypotheses over the frames so far, best first."""
-        ranked = sorted(self.beams.items(), key=lambda item: item[1].score(), reverse=True)[:n]
-        return [CTCHypothesis(list(prefix), p.score(), list(p.viterbi()[1])) for prefix, p in ranked]
+    def _child(self, nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], token: int,
+               cur: _Prefix) -> _Prefix:
+        """The entry for prefix + token in ``nxt``, created with its fusion score on first use."""
+        key = (*prefix, token)
+        if key in nxt:
+            return nxt[key]
+        return _entry(nxt, key, cur.lm + (self.fusion.extend(prefix, token) if self.fusion else 0.0))
+
+    def nbest(self, n: int = 1, final: bool = False) -> list[CTCHypothesis]:
+        """Up to ``n`` hypotheses over the frames so far, best first; ``final`` adds the fusion LM's
+        end-of-sentence term (use it once the audio has ended)."""
+        def total(prefix: tuple[int, ...], p: _Prefix) -> float:
+            return p.fused() + (self.fusion.end(prefix) if final and self.fusion else 0.0)
+
+        ranked = sorted(((total(*item), item) for item in self.beams.items()), key=lambda x: x[0], reverse=True)
+        return [CTCHypothesis(list(prefix), score, list(p.viterbi()[1])) for score, (prefix, p) in ranked[:n]]
 
 
 def ctc_prefix_beam_search(
-    log_probs: Tensor, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None, nbest: int = 1
+    log_probs: Tensor, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None, nbest: int = 1,
+    fusion: LMFusion | None = None,
 ) -> list[CTCHypothesis]:
     """Prefix beam search (``CTCPrefixSearch``) on one utterance's log_probs (T, V) -> up to ``nbest``
     hypotheses, best first."""
-    search = CTCPrefixSearch(beam, token_prune, prob_prune)
+    search = CTCPrefixSearch(beam, token_prune, prob_prune, fusion)
     search.advance(log_probs)
-    return search.nbest(nbest)
+    return search.nbest(nbest, final=True)
 
 
 def ctc_beam_search(
     log_probs: Tensor, lengths: Tensor, beam: int = 10, token_prune: int = 0,
-    prob_prune: float | None = None, nbest: int = 1,
+    prob_prune: float | None = None, nbest: int = 1, fusion: LMFusion | None = None,
 ) -> list[list[CTCHypothesis]]:
     """Batched convenience: log_probs (B, T, V), lengths (B,) -> per row, ``ctc_prefix_beam_search``'s n-best."""
     return [
-        ctc_prefix_beam_search(log_probs[b, :n], beam, token_prune, prob_prune, nbest)
+        ctc_prefix_beam_search(log_probs[b, :n], beam, token_prune, prob_prune, nbest, fusion)
         for b, n in enumerate(lengths.tolist())
     ]

@@ -22,6 +22,7 @@ from torch import Tensor
 from transduce.data.features import StreamingFbank
 from transduce.decoding.ctc import BLANK, CTCHypothesis, CTCPrefixSearch
 from transduce.decoding.joint import attention_rescore
+from transduce.decoding.lm_fusion import LMFusion
 from transduce.streaming.endpoint import EndpointConfig, Endpointer
 from transduce.streaming.vad import SileroVAD
 
@@ -60,10 +61,10 @@ class Stream:
     def __init__(
         self, recognizer: Recognizer, *, chunk_size: int, left_chunks: int = -1, beam: int = 4,
         rescore: bool = True, ctc_weight: float = 0.5, reverse_weight: float = 0.0,
-        endpoint: EndpointConfig | None = None, vad: SileroVAD | None = None,
+        endpoint: EndpointConfig | None = None, vad: SileroVAD | None = None, fusion: LMFusion | None = None,
     ) -> None:
         """``vad``: decide speech/silence for the endpoint rules with silero-vad on the audio instead of
-        the recognizer's own blank frames (needs ``endpoint``)."""
+        the recognizer's own blank frames (needs ``endpoint``). ``fusion``: a language model in the CTC search."""
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive encoder frames, got {chunk_size}")
         self.recognizer, self.model = recognizer, recognizer.model
@@ -75,7 +76,7 @@ class Stream:
         self.endpointer = Endpointer(endpoint) if endpoint is not None else None
         if vad is not None and endpoint is None:
             raise ValueError("a VAD only drives endpointing: give an EndpointConfig too")
-        self.vad = vad
+        self.vad, self.fusion = vad, fusion
         self.vad_state = vad.init_state() if vad is not None else None
         self.encoder = self.model.init_stream(1, recognizer.device)
         self.stats = StreamStats()
@@ -86,7 +87,7 @@ class Stream:
         self._new_segment()
 
     def _new_segment(self) -> None:
-        self.search = CTCPrefixSearch(beam=self.beam)
+        self.search = CTCPrefixSearch(beam=self.beam, fusion=self.fusion)
         self.memory: list[Tensor] = []  # (T', D) encoder chunks of the segment, for rescoring
 
     @torch.no_grad()
@@ -136,7 +137,7 @@ class Stream:
     def _finish(self) -> Segment | None:
         """Close the current segment (rescoring its n-best) and start the next one."""
         frames = self.search.frames
-        nbest = self.search.nbest(self.beam if self.rescore else 1)
+        nbest = self.search.nbest(self.beam if self.rescore else 1, final=True)
         best = nbest[0] if nbest else CTCHypothesis([], 0.0, [])
         if self.rescore and best.tokens:
             memory = torch.cat(self.memory)[None]  # (1, T', D)
