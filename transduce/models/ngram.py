@@ -136,9 +136,9 @@ class NgramLM:
         if not declared:
             raise DataError(f"{path}: not an ARPA file (no \\data\\ section)")
         found = Counter(len(g) for g in entries)
-        for n, count in declared.items():
-            if found[n] != count:
-                raise DataError(f"{path}: header declares {count} {n}-grams but the file has {found[n]}")
+        for n, want in declared.items():
+            if found[n] != want:
+                raise DataError(f"{path}: header declares {want} {n}-grams but the file has {found[n]}")
         if (UNK,) not in entries:  # KenLM always writes <unk>; other tools may not
             entries[(UNK,)] = (NO_PROB, 0.0)
         return cls(entries, max(declared))
