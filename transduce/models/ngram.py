@@ -121,8 +121,8 @@ class NgramLM:
             elif line.startswith("\\") and line.endswith("-grams:"):
                 section = _int(line[1:-7], where)
             elif section == 0 and line.startswith("ngram "):
-                n, _, count = line[6:].partition("=")
-                declared[_int(n, where)] = _int(count, where)
+                order_text, _, count_text = line[6:].partition("=")
+                declared[_int(order_text, where)] = _int(count_text, where)
             elif section > 0:
                 fields = line.split()
                 if len(fields) not in (section + 1, section + 2):
