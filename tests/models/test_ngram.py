@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from transduce.data.text import DataError
-from transduce.models.ngram import BOS, EOS, UNK, NgramLM, train_kneser_ney
+from transduce.models.ngram import BOS, EOS, UNK, NgramLM, _discounts, train_kneser_ney
 
 
 def _corpus(seed: int = 0, sentences: int = 300) -> list[list[str]]:
@@ -51,12 +51,30 @@ def test_every_context_is_a_distribution(order: int) -> None:
         assert total == pytest.approx(1.0, abs=1e-9), context
 
 
-def test_count_of_count_discounts_are_used_with_enough_data() -> None:
-    lm = train_kneser_ney(_corpus(sentences=3000), 3)
-    fallback = train_kneser_ney(_corpus(sentences=3000)[:3], 3)
-    # the estimate moves the discounts off 0.5/1/1.5, which changes every seen trigram's probability
-    assert lm.log_prob(["a", "b"], "a") != pytest.approx(fallback.log_prob(["a", "b"], "a"))
+def test_discounts_follow_chen_and_goodman() -> None:
+    n1, n2, n3, n4 = 10, 6, 3, 2
+    y = n1 / (n1 + 2 * n2)
+    want = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+    assert _discounts([1] * n1 + [2] * n2 + [3] * n3 + [4] * n4 + [7] * 5 + [30]) == pytest.approx(want)
+    assert _discounts([1] * n1 + [2] * n2 + [3] * n3 + [7] * 5) == (0.5, 1.0, 1.5)  # no count of exactly 4
+
+
+def test_unigrams_use_the_estimated_discounts() -> None:
+    counts = {**{w: 1 for w in "abcdefgh"}, "i": 2, "j": 2, "k": 2, "l": 3, "m": 3, "n": 4, "o": 9}
+    lm = train_kneser_ney([[w] * c for w, c in counts.items()], order=1)
+    counts[EOS] = len(counts)  # one </s> per sentence
+    d = _discounts(counts.values())
+    assert d != (0.5, 1.0, 1.5)
+    total = sum(counts.values())
+    gamma = sum(d[min(c, 3) - 1] for c in counts.values()) / total
+    for word, c in counts.items():
+        want = (c - d[min(c, 3) - 1]) / total + gamma / (len(counts) + 1)  # + <unk>
+        assert lm.log_prob([], word) == pytest.approx(math.log(want), abs=1e-12)
+
+
+def test_higher_orders_predict_held_out_text_better() -> None:
     held_out = _corpus(seed=7, sentences=200)
+    lm = train_kneser_ney(_corpus(sentences=3000), 3)
     assert lm.perplexity(held_out) < train_kneser_ney(_corpus(sentences=3000), 1).perplexity(held_out)
 
 

@@ -161,7 +161,7 @@ def _float(text: str, where: str) -> float:
 def _discounts(adjusted: Iterable[int]) -> tuple[float, float, float]:
     """Modified Kneser-Ney discounts D1, D2, D3+ from the counts of counts (Chen & Goodman eq. 26);
     falls back to 0.5/1.0/1.5 when there is too little data for the estimate."""
-    n = Counter(min(c, 4) for c in adjusted)
+    n = Counter(c for c in adjusted if c <= 4)  # n[k]: n-grams with adjusted count exactly k
     if min(n[1], n[2], n[3], n[4]) == 0:
         return 0.5, 1.0, 1.5
     y = n[1] / (n[1] + 2 * n[2])
