@@ -125,3 +125,17 @@ def test_resume_with_another_model_names_the_keys(tmp_path: Path, data: Path) ->
     longer = config(data, max_updates=6)
     longer = replace(longer, optim=replace(longer.optim, lr=5e-4))  # schedule changes are allowed
     assert Trainer(longer, tmp_path / "run", log=quiet, show_progress=False).resume()
+
+
+def test_resume_from_a_checkpoint_older_than_a_config_field(tmp_path: Path, data: Path) -> None:
+    """A model field added after the checkpoint was written counts as its default; any other value is a change."""
+    Trainer(config(data, max_updates=3), tmp_path / "run", log=quiet, show_progress=False).fit()
+    newest = ckpt.step_checkpoints(tmp_path / "run" / "checkpoints")[-1]
+    payload = torch.load(newest)
+    del payload["config"]["model"]["dropout"]  # as if written before the field existed
+    torch.save(payload, newest)
+    assert Trainer(config(data, max_updates=6), tmp_path / "run", log=quiet, show_progress=False).resume()
+    changed = config(data, max_updates=6)
+    changed = replace(changed, model=replace(changed.model, dropout=changed.model.dropout / 2))
+    with pytest.raises(ConfigError, match=r"model\.dropout: None in checkpoint"):
+        Trainer(changed, tmp_path / "run", log=quiet, show_progress=False).resume()

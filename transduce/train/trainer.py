@@ -173,10 +173,13 @@ class Trainer:
             torch.manual_seed(self.cfg.train.seed + 1000 * self.dist.rank + self.state.update)
 
     def _check_compatible(self, saved: dict[str, Any], path: Path) -> None:
-        """The recipe may change the schedule or the budget, not the model or its vocabulary."""
+        """The recipe may change the schedule or the budget, not the model or its vocabulary. A field missing
+        from an older checkpoint's config had its (current) default value then."""
         now = to_dict(self.cfg)
-        keys = [f"model.{k}" for k in now["model"] if saved.get("model", {}).get(k) != now["model"][k]]
-        keys += [f"data.{k}" for k in self.task.data_keys if saved.get("data", {}).get(k) != now["data"][k]]
+        old = {section: {**to_dict(type(getattr(self.cfg, section))()), **saved.get(section, {})}
+               for section in ("model", "data")}
+        keys = [f"model.{k}" for k in now["model"] if old["model"].get(k) != now["model"][k]]
+        keys += [f"data.{k}" for k in self.task.data_keys if old["data"].get(k) != now["data"][k]]
         if saved.get("task", "translation") != now["task"]:
             keys.insert(0, "task")
         if keys:
