@@ -100,6 +100,12 @@ def test_average_and_info(trained: Path, capsys, tmp_path: Path) -> None:
     assert code == 0 and "2+2 layers" in out
     code, out, _ = run(["translate", "--model", str(tmp_path / "avg"), "a b c"], capsys)
     assert code == 0 and out.strip() == "c b a"
+    half = tmp_path / "half"
+    code, out, _ = run(["average", str(trained / "run"), "--last", "2", "--out", str(half), "--dtype", "float16"], capsys)
+    assert code == 0 and "(float16)" in out
+    assert 0.45 < (half / "model.safetensors").stat().st_size / (tmp_path / "avg" / "model.safetensors").stat().st_size < 0.55
+    code, out, _ = run(["translate", "--model", str(half), "a b c"], capsys)
+    assert code == 0 and out.strip() == "c b a"
 
 
 @pytest.mark.parametrize(

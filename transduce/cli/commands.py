@@ -205,8 +205,11 @@ def average(args: argparse.Namespace) -> int:
     newest = ckpt.load(paths[-1])
     card = {"weights": f"average of {[p.name for p in paths]}", "updates": newest["progress"]["update"],
             "train_seconds": round(newest["progress"]["train_seconds"])}
-    out = write_model_dir(Path(args.out), ckpt.average(paths), newest["config"], run, card)
-    print(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name}) into {out}")
+    import torch
+
+    out = write_model_dir(Path(args.out), ckpt.average(paths), newest["config"], run, card,
+                          dtype=getattr(torch, args.dtype))
+    print(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name}) into {out} ({args.dtype})")
     return 0
 
 

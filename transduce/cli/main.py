@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("run", help="run folder")
     av.add_argument("--last", type=int, default=10, help="how many newest checkpoints")
     av.add_argument("--out", required=True, help="model folder to write")
+    av.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="weights as stored (loading converts to float32): float16 halves the folder")
 
     lm = sub.add_parser("lm", help="train an n-gram LM over a speech model's pieces (for --lm shallow fusion)")
     lm.add_argument("--model", required=True, help="speech model folder (its tokenizer splits the text)")
