@@ -16,6 +16,7 @@ from transduce.cli.main import main
 from transduce.data.audio import load_audio
 from transduce.data.manifest import read_manifest
 from transduce.data.tones import write_tones
+from transduce.decoding.lm_fusion import train_piece_lm
 from transduce.metrics.wer import cer
 from transduce.recognize import Recognizer
 from transduce.streaming.endpoint import EndpointConfig
@@ -60,6 +61,24 @@ def test_streaming_equals_offline_decoding_with_the_same_chunk_mask(
         assert segment.times == expected[0].times
     full = rec.search([u.audio for u in dev], mode=mode, beam=3)
     assert [row[0].score for row in full] != pytest.approx([row[0].score for row in offline])  # mask in effect
+
+
+def test_streaming_with_an_lm_equals_offline_decoding_with_it(trained: Path, tmp_path: Path) -> None:
+    rec = Recognizer.load(trained / "run")
+    texts = [u.text for u in read_manifest(trained / "data" / "train.jsonl")]
+    train_piece_lm(rec.tokenizer, texts, order=3).save_arpa(tmp_path / "lm.arpa")
+    dev = read_manifest(trained / "data" / "dev.jsonl")[:4]
+    options = {"mode": "rescore", "beam": 3, "chunk_size": 3, "left_chunks": 2, "lm": str(tmp_path / "lm.arpa"),
+               "lm_weight": 0.5, "insertion_bonus": 0.5}
+    offline = rec.search([u.audio for u in dev], **options)
+    for utt, expected in zip(dev, offline, strict=True):
+        stream = rec.stream(**options)
+        for packet in load_audio(utt.audio, rec.sample_rate).split(3000):
+            stream.accept(packet)
+        [segment] = stream.finalize()
+        assert (segment.text, segment.times) == (expected[0].text, expected[0].times)
+    plain = rec.search([u.audio for u in dev], **{**options, "lm_weight": 0.0})
+    assert [row[0].score for row in plain] != pytest.approx([row[0].score for row in offline])  # the LM counts
 
 
 def test_partials_grow_into_the_final_text(trained: Path) -> None:
