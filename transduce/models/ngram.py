@@ -110,6 +110,19 @@ class NgramLM:
         declared: dict[int, int] = {}
         section = -1  # -1 before \data\, 0 in \data\, n in \n-grams:
         for number, line in enumerate(text.split("\n"), start=1):
+            if section > 0 and line[:1] not in ("\\", ""):  # the hot path: one n-gram
+                fields = line.split()
+                if len(fields) not in (section + 1, section + 2):
+                    if not fields:
+                        continue
+                    raise DataError(f"{path}:{number}: expected log-prob, {section} words and an optional back-off")
+                try:
+                    prob, bow = float(fields[0]), (float(fields[-1]) if len(fields) == section + 2 else 0.0)
+                except ValueError:
+                    bad = next(f for f in (fields[0], fields[-1]) if not _is_float(f))
+                    raise DataError(f"{path}:{number}: expected a number, got {bad!r}") from None
+                entries[tuple(fields[1 : section + 1])] = (prob, bow)
+                continue
             line = line.strip()
             where = f"{path}:{number}"
             if not line:
@@ -123,12 +136,6 @@ class NgramLM:
             elif section == 0 and line.startswith("ngram "):
                 order_text, _, count_text = line[6:].partition("=")
                 declared[_int(order_text, where)] = _int(count_text, where)
-            elif section > 0:
-                fields = line.split()
-                if len(fields) not in (section + 1, section + 2):
-                    raise DataError(f"{where}: expected log-prob, {section} words and an optional back-off")
-                bow = _float(fields[section + 1], where) if len(fields) == section + 2 else 0.0
-                entries[tuple(fields[1 : section + 1])] = (_float(fields[0], where), bow)
             elif section == -1:
                 continue  # text before \data\ is allowed (comments)
             else:
@@ -151,11 +158,12 @@ def _int(text: str, where: str) -> int:
         raise DataError(f"{where}: expected an integer, got {text!r}") from None
 
 
-def _float(text: str, where: str) -> float:
+def _is_float(text: str) -> bool:
     try:
-        return float(text)
+        float(text)
     except ValueError:
-        raise DataError(f"{where}: expected a number, got {text!r}") from None
+        return False
+    return True
 
 
 def _discounts(adjusted: Iterable[int]) -> tuple[float, float, float]:
