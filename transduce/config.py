@@ -206,6 +206,10 @@ class CTCDecodeConfig:
     """Shallow fusion: weight of the LM's natural-log probabilities (0 = LM off)."""
     insertion_bonus: float = 0.0
     """Shallow fusion: score added per emitted token (counters the LM's preference for short outputs)."""
+    lexicon: str = ""
+    """Shallow fusion: known words, one per line (``transduce lm --lexicon``); looked up like ``lm``."""
+    oov_penalty: float = 10.0
+    """Shallow fusion with a lexicon: score subtracted for each completed word not in it."""
 
 
 @dataclass(kw_only=True)

@@ -21,10 +21,11 @@ from transduce.data.audio import load_audio
 from transduce.data.cmvn import GlobalCMVN
 from transduce.data.features import Fbank
 from transduce.data.speech_batching import pad_features
+from transduce.data.text import read_lines
 from transduce.data.tokenizer import Tokenizer
 from transduce.decoding.ctc import CTCHypothesis, ctc_beam_search, ctc_greedy
 from transduce.decoding.joint import attention_rescore, joint_beam_search
-from transduce.decoding.lm_fusion import LMFusion
+from transduce.decoding.lm_fusion import Lexicon, LMFusion
 from transduce.models.ctc import CTCModel, build_ctc, tied_aliases
 from transduce.models.ngram import NgramLM
 from transduce.train.ctc_task import fbank_config
@@ -87,7 +88,8 @@ class Recognizer:
         self._vad: SileroVAD | None = None  # loaded on the first stream that asks for it, then shared
         self.folder: Path | None = None  # the model folder, where relative decode.lm paths are also looked up
         self._lms: dict[Path, NgramLM] = {}  # loaded language models by file
-        self._fusions: dict[tuple[Path, float, float], LMFusion] = {}  # with their caches, by (file, weight, bonus)
+        self._lexicons: dict[Path, frozenset[str]] = {}
+        self._fusions: dict[tuple, LMFusion] = {}  # with their caches, by files and weights
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
@@ -96,22 +98,32 @@ class Recognizer:
         return recognizer
 
     def fusion(self, cfg: CTCDecodeConfig) -> LMFusion | None:
-        """The shallow-fusion scorer for ``cfg.lm`` (None when no LM or weight 0); each file is read once."""
+        """The shallow-fusion scorer for ``cfg.lm`` (and ``cfg.lexicon``), None when no LM or weight 0; each
+        file is read once."""
         if not cfg.lm or cfg.lm_weight == 0.0:
             return None
-        path = Path(cfg.lm)
-        if not path.is_file() and not path.is_absolute() and self.folder is not None:
-            path = self.folder / cfg.lm
-        if not path.is_file():
-            raise ConfigError(f"decode.lm: {cfg.lm}: no such language model file"
-                                    + (f" (also looked in {self.folder})" if self.folder else ""))
-        if path not in self._lms:
-            self._lms[path] = NgramLM.load_arpa(path)
-        key = (path, cfg.lm_weight, cfg.insertion_bonus)
+        lm_path = self._find(cfg.lm, "decode.lm")
+        if lm_path not in self._lms:
+            self._lms[lm_path] = NgramLM.load_arpa(lm_path)
+        words_path = self._find(cfg.lexicon, "decode.lexicon") if cfg.lexicon else None
+        if words_path is not None and words_path not in self._lexicons:
+            self._lexicons[words_path] = frozenset(read_lines(words_path))
+        key = (lm_path, cfg.lm_weight, cfg.insertion_bonus, words_path, cfg.oov_penalty)
         if key not in self._fusions:
             pieces = self.tokenizer.id_to_piece(list(range(len(self.tokenizer))))
-            self._fusions[key] = LMFusion(self._lms[path], pieces, cfg.lm_weight, cfg.insertion_bonus)
+            lexicon = Lexicon(self._lexicons[words_path], pieces, cfg.oov_penalty) if words_path else None
+            self._fusions[key] = LMFusion(self._lms[lm_path], pieces, cfg.lm_weight, cfg.insertion_bonus, lexicon)
         return self._fusions[key]
+
+    def _find(self, name: str, field: str) -> Path:
+        """A decode file: as given (relative to the working directory), else inside the model folder."""
+        path = Path(name)
+        if not path.is_file() and not path.is_absolute() and self.folder is not None:
+            path = self.folder / name
+        if not path.is_file():
+            also = f" (also looked in {self.folder})" if self.folder else ""
+            raise ConfigError(f"{field}: {name}: no such file{also}")
+        return path
 
     def features(self, audio: Audio) -> Tensor:
         """(T, F) log-mel filterbank of a file or waveform."""

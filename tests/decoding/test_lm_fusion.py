@@ -10,7 +10,7 @@ import torch
 from testkit import ctc_label_log_probs
 
 from transduce.decoding.ctc import CTCPrefixSearch, ctc_prefix_beam_search
-from transduce.decoding.lm_fusion import LMFusion
+from transduce.decoding.lm_fusion import Lexicon, LMFusion
 from transduce.models.ngram import BOS, EOS, train_kneser_ney
 
 PIECES = ["<blank>", "x", "y"]  # token id -> LM word; 0 is the CTC blank
@@ -76,3 +76,45 @@ def test_chunked_search_with_fusion_equals_one_call(lm) -> None:
     partial = {tuple(h.tokens): h.score for h in search.nbest(5)}  # without the end-of-sentence term
     for hyp in chunked:
         assert partial[tuple(hyp.tokens)] + fusion.end(tuple(hyp.tokens)) == pytest.approx(hyp.score)
+
+
+WORD_PIECES = ["<blank>", "\u2581", "a", "b"]  # a char tokenizer's boundary piece and two letters
+
+
+def words_of(labels: tuple[int, ...]) -> list[str]:
+    return "".join(WORD_PIECES[t] for t in labels).replace("\u2581", " ").split()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lexicon_penalty_equals_brute_force_over_words(seed: int) -> None:
+    text = [list("\u2581ab\u2581a"), list("\u2581a\u2581ab"), list("\u2581ab")] * 2
+    lm = train_kneser_ney(text, order=2)
+    torch.manual_seed(seed)
+    log_probs = (2 * torch.randn(5, 4)).log_softmax(-1)
+    weight, bonus, penalty = 0.6, 0.4, 3.0
+    exact = {}
+    for labels, ctc in ctc_label_log_probs(log_probs).items():
+        words = [WORD_PIECES[t] for t in labels]
+        lm_total = sum(lm.log_prob([BOS, *words[:i]], w) for i, w in enumerate([*words, EOS]))
+        unknown = sum(w not in {"a", "ab"} for w in words_of(labels))
+        exact[labels] = ctc + weight * lm_total + bonus * len(labels) - penalty * unknown
+    best = sorted(exact.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    fusion = LMFusion(lm, WORD_PIECES, weight, bonus, Lexicon(["a", "ab"], WORD_PIECES, penalty))
+    hyps = ctc_prefix_beam_search(log_probs, beam=500, nbest=5, fusion=fusion)
+    assert [tuple(h.tokens) for h in hyps] == [labels for labels, _ in best]
+    assert [h.score for h in hyps] == pytest.approx([score for _, score in best], abs=1e-6)
+    assert any(words_of(labels) and set(words_of(labels)) - {"a", "ab"} for labels in exact)  # penalties in play
+
+
+def test_lexicon_charges_each_unknown_word_once_and_early() -> None:
+    lexicon = Lexicon(["ab", "abab"], WORD_PIECES, 5.0)
+
+    def charges(labels: tuple[int, ...]) -> list[float]:
+        return [lexicon.extend(labels[:i], t) for i, t in enumerate(labels)] + [lexicon.word_end(labels)]
+
+    assert charges((1, 2, 3)) == [0.0] * 4  # "ab"
+    assert charges((1, 2, 3, 1, 3)) == [0.0, 0.0, 0.0, 0.0, -5.0, 0.0]  # "ab b": charged at the b
+    assert charges((1, 3, 3, 2)) == [0.0, -5.0, 0.0, 0.0, 0.0]  # "bba": once, where it went wrong
+    assert charges((1, 2, 3, 2)) == [0.0, 0.0, 0.0, 0.0, -5.0]  # "aba": a known beginning, not a word
+    assert charges((2, 3)) == [0.0, 0.0, 0.0]  # no boundary piece yet: the whole prefix is the word
+    assert charges((1, 2, 3, 1)) == [0.0] * 5 and lexicon.word_end(()) == 0.0  # empty word

@@ -90,8 +90,12 @@ def test_lm_command_and_shallow_fusion_through_the_cli(trained: Path, capsys, tm
     text = tmp_path / "lm.txt"
     text.write_text("dab\n" * 30)
     arpa = tmp_path / "lm.arpa.gz"
-    assert main(["lm", "--model", run, "--text", str(text), "--out", str(arpa), "--order", "3", "--dev", dev]) == 0
-    assert "order 3, 30 sentences" in capsys.readouterr().out and arpa.is_file()
+    words = tmp_path / "words.txt"
+    assert main(["lm", "--model", run, "--text", str(text), "--out", str(arpa), "--order", "3", "--dev", dev,
+                 "--lexicon", str(words)]) == 0
+    out = capsys.readouterr().out
+    assert "order 3, 30 sentences" in out and "dev words not in the lexicon" in out and arpa.is_file()
+    assert words.read_text() == "dab\n"
     base = ["evaluate", "--model", run, "--manifest", dev, "--json", "--beam", "4"]
     assert main(base) == 0
     plain = json.loads(capsys.readouterr().out)
@@ -101,6 +105,14 @@ def test_lm_command_and_shallow_fusion_through_the_cli(trained: Path, capsys, tm
     assert main(["transcribe", "--model", run, "--manifest", dev, "--beam", "4", "--lm", str(arpa),
                  "--lm-weight", "30"]) == 0
     assert {json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()} == {"dab"}
+    # a lexicon of that one word and a huge penalty for any other: the weak LM alone would not force it
+    assert main(["transcribe", "--model", run, "--manifest", dev, "--beam", "4", "--lm", str(arpa),
+                 "--lm-weight", "0.01", "--lexicon", str(words), "--oov-penalty", "1000"]) == 0
+    texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+    assert {word for text in texts for word in text.split()} <= {"d", "da", "dab"}  # spelled from the lexicon
+    assert sum("dab" in text.split() for text in texts) > len(texts) / 2
+    assert main([*base, "--lm", str(arpa), "--lm-weight", "0.01", "--lexicon", str(tmp_path / "none.txt")]) == 2
+    assert "decode.lexicon" in capsys.readouterr().err
     assert main([*base[:-1], "1", "--lm", str(arpa), "--lm-weight", "0.5"]) == 2
     assert "needs a beam" in capsys.readouterr().err
     bad = tmp_path / "bad.arpa"

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lm", help="speech: ARPA n-gram LM over the model's pieces for shallow fusion (transduce lm)")
         p.add_argument("--lm-weight", type=float, help="speech: shallow-fusion LM weight (0 = off; needs --beam > 1)")
         p.add_argument("--insertion-bonus", type=float, help="speech: shallow-fusion score added per token")
+        p.add_argument("--lexicon", help="speech: known words, one per line (transduce lm --lexicon); with --lm")
+        p.add_argument("--oov-penalty", type=float, help="speech: score subtracted per word not in --lexicon")
         p.add_argument("--stream", action="store_true", help="speech: recognize chunk by chunk as live audio")
         p.add_argument("--vad", action="store_true",
                        help="speech --stream: silero-vad decides speech/silence for endpointing (else CTC blanks)")
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--exclude", action="append", default=[], metavar="MANIFEST",
                     help="drop text lines equal to a transcript of this manifest (keeps dev/test out; repeatable)")
     lm.add_argument("--dev", metavar="MANIFEST", help="report perplexity per piece on its transcripts")
+    lm.add_argument("--lexicon", metavar="FILE", help="also write the training text's words here, one per line")
 
     info = sub.add_parser("info", help="describe a model or run folder")
     info.add_argument("path")

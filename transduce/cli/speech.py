@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def speech_overrides(args: argparse.Namespace, recognizer: Recognizer) -> dict[str, object]:
     """CTCDecodeConfig overrides from the command line (``--chunk-ms`` converted to encoder frames)."""
     names = ("beam", "token_prune", "batch_size", "mode", "ctc_weight", "reverse_weight", "left_chunks", "lm",
-             "lm_weight", "insertion_bonus")
+             "lm_weight", "insertion_bonus", "lexicon", "oov_penalty")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "chunk_ms", None):
         overrides["chunk_size"] = recognizer.chunk_frames(args.chunk_ms)
@@ -130,7 +130,7 @@ def evaluate(args: argparse.Namespace) -> int:
         "beam": decode["beam"], "mode": decode["mode"], **streaming,
     }
     if decode["lm"] and decode["lm_weight"]:
-        result.update(lm=decode["lm"], lm_weight=decode["lm_weight"], insertion_bonus=decode["insertion_bonus"])
+        result.update({k: decode[k] for k in ("lm", "lm_weight", "insertion_bonus", "lexicon", "oov_penalty")})
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -179,11 +179,18 @@ def train_lm(args: argparse.Namespace) -> int:
     kept = [line for line in lines if line.strip() and line not in excluded]
     model = train_piece_lm(tokenizer, kept, args.order)
     model.save_arpa(args.out)
+    if args.lexicon:
+        words = sorted({word for line in kept for word in line.split()})
+        Path(args.lexicon).write_text("".join(f"{word}\n" for word in words))
     counts = [sum(len(g) == n for g in model.entries) for n in range(1, model.order + 1)]
     summary = (f"{args.out}: order {model.order}, {len(kept)} sentences ({len(lines) - len(kept)} empty or "
                f"excluded), n-grams {'/'.join(map(str, counts))}")
     if args.dev:
         dev = [u.text for u in read_manifest(args.dev)]
         summary += f", dev perplexity {model.perplexity(piece_sentences(tokenizer, dev)):.3f} per piece"
+        if args.lexicon:
+            known = set(Path(args.lexicon).read_text().split())
+            words = [w for text in dev for w in text.split()]
+            summary += f", dev words not in the lexicon {100 * sum(w not in known for w in words) / len(words):.2f}%"
     print(f"{summary}, {time.perf_counter() - started:.1f} s")
     return 0
