@@ -2,7 +2,8 @@
 
 The encoder runs once; every row searches the same CTC log-probabilities, so the rows differ only in the
 search: greedy, beam without LM (the baseline of the speed ratio), then beam + LM for each combination of
---weights x --bonuses (and --token-prune when given). Rows are sorted by nothing: read the table, pick the
+--weights x --bonuses (and --token-prune when given), and with --lexicon the same again with each of
+--penalties for words the lexicon does not know. Rows are sorted by nothing: read the table, pick the
 (weight, bonus) with the lowest dev WER, and put it in the model's decode section or pass it with --lm-weight
 and --insertion-bonus. Tune on a dev set, never on test.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -66,6 +68,8 @@ def main() -> None:
     parser.add_argument("--token-prune", type=int, default=0, help="tokens per frame (0 = all)")
     parser.add_argument("--weights", default="0.3,0.5,0.7", help="comma-separated LM weights")
     parser.add_argument("--bonuses", default="0.5,1.0,1.5", help="comma-separated insertion bonuses")
+    parser.add_argument("--lexicon", help="known words (transduce lm --lexicon): adds rows with a word penalty")
+    parser.add_argument("--penalties", default="5,10", help="comma-separated OOV penalties for --lexicon rows")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,9 +81,14 @@ def main() -> None:
     print(f"{len(utts)} utterances ({audio_seconds:.0f} s of audio) from {args.manifest}; {machine_line(args.threads)}")
     base = CTCDecodeConfig(beam=args.beam, token_prune=args.token_prune, lm=args.lm)
     configs = [("greedy", CTCDecodeConfig(beam=1)), (f"beam {args.beam}", base)]
-    for weight, bonus in itertools.product(map(float, args.weights.split(",")), map(float, args.bonuses.split(","))):
-        configs.append((f"beam {args.beam} + LM", CTCDecodeConfig(beam=args.beam, token_prune=args.token_prune,
-                                                                 lm=args.lm, lm_weight=weight, insertion_bonus=bonus)))
+    penalties = [None] + ([float(p) for p in args.penalties.split(",")] if args.lexicon else [])
+    for weight, bonus, penalty in itertools.product(map(float, args.weights.split(",")),
+                                                    map(float, args.bonuses.split(",")), penalties):
+        cfg = replace(base, lm_weight=weight, insertion_bonus=bonus)
+        if penalty is None:
+            configs.append((f"beam {args.beam} + LM", cfg))
+        else:
+            configs.append((f"+ lexicon {penalty:g}", replace(cfg, lexicon=args.lexicon, oov_penalty=penalty)))
     print(f"{'search':<16}{'weight':>7}{'bonus':>7}{'WER':>8}{'CER':>8}{'search RTF':>12}{'x beam time':>12}")
     baseline = None
     best = None
@@ -94,11 +103,15 @@ def main() -> None:
             best = (w, cfg)
     if best is not None:
         w, cfg = best
-        print(f"best on this set: WER {w:.2f} at lm_weight {cfg.lm_weight}, insertion_bonus {cfg.insertion_bonus}")
+        lexicon = f", lexicon with oov_penalty {cfg.oov_penalty}" if cfg.lexicon else ""
+        print(f"best on this set: WER {w:.2f} at lm_weight {cfg.lm_weight}, insertion_bonus {cfg.insertion_bonus}"
+              + lexicon)
         print("reproduce: " + command_line("asr_lm.py", [("--model", args.model), ("--manifest", args.manifest),
                                                          ("--lm", args.lm), ("--limit", args.limit),
                                                          ("--beam", args.beam), ("--token-prune", args.token_prune),
-                                                         ("--weights", args.weights), ("--bonuses", args.bonuses)]))
+                                                         ("--weights", args.weights), ("--bonuses", args.bonuses),
+                                                         ("--lexicon", args.lexicon),
+                                                         ("--penalties", args.penalties if args.lexicon else None)]))
 
 
 if __name__ == "__main__":
