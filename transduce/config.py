@@ -201,7 +201,8 @@ class CTCDecodeConfig:
     """Chunks of left context each chunk sees (-1 = all)."""
     lm: str = ""
     """ctc/rescore with beam > 1: ARPA n-gram LM over the model's pieces for shallow fusion (``transduce lm``);
-    a relative path is looked up in the working directory, then in the model folder."""
+    a relative path is looked up in the working directory, then in the model folder. In rescore mode the
+    n-best's CTC scores then include the LM terms."""
     lm_weight: float = 0.0
     """Shallow fusion: weight of the LM's natural-log probabilities (0 = LM off)."""
     insertion_bonus: float = 0.0
