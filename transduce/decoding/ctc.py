@@ -41,11 +41,13 @@ def ctc_greedy(log_probs: Tensor, lengths: Tensor) -> list[CTCHypothesis]:
     return hyps
 
 
-def _logaddexp(*xs: float) -> float:
-    top = max(xs)
-    if top == NEG_INF:
-        return NEG_INF
-    return top + math.log(sum(math.exp(x - top) for x in xs))
+def _logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) without overflow (the search's hot spot: two arguments, no tuples)."""
+    if a < b:
+        a, b = b, a
+    if b == NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
 
 
 @dataclass
@@ -120,13 +122,13 @@ class CTCPrefixSearch:
         beams = self.beams
         for t, frame in enumerate(log_probs.tolist(), start=self.frames):
             nxt: dict[tuple[int, ...], _Prefix] = {}
+            sources = [(prefix, cur, cur.score(), *cur.viterbi()) for prefix, cur in beams.items()]
             for token in _candidates(frame, self.token_prune, self.prob_prune):
                 lp = frame[token]
-                for prefix, cur in beams.items():
+                for prefix, cur, total, v, times in sources:
                     if token == BLANK:  # *  -> *-   (only source of this kind)
                         stay = _entry(nxt, prefix, cur.lm)
-                        stay.b = _logaddexp(stay.b, cur.score() + lp)
-                        v, times = cur.viterbi()
+                        stay.b = _logaddexp(stay.b, total + lp)
                         stay.vb, stay.times_b = v + lp, times
                     elif prefix and token == prefix[-1]:
                         stay = _entry(nxt, prefix, cur.lm)  # *a -> *a  (repeat collapses)
@@ -139,8 +141,7 @@ class CTCPrefixSearch:
                         longer = self._child(nxt, prefix, token, cur)
                         _extend(longer, cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
                     else:
-                        v, times = cur.viterbi()
-                        _extend(self._child(nxt, prefix, token, cur), cur.score() + lp, v + lp, times, t, lp)
+                        _extend(self._child(nxt, prefix, token, cur), total + lp, v + lp, times, t, lp)
             ranked = sorted(nxt.items(), key=lambda item: item[1].fused(), reverse=True)
             beams = dict(ranked[: self.beam])
         self.beams = beams
