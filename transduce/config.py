@@ -84,6 +84,10 @@ class TrainConfig:
     """fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling); master weights stay fp32."""
     seed: int = 1
     """Seed for initialization, shuffling and dropout."""
+    init_from: str = ""
+    """Fine-tuning: a model folder (or run folder) whose weights start this run and whose tokenizers it
+    shares; optimizer, schedule and data order start fresh (speech: CMVN is re-estimated on this data).
+    A resumed run continues from its own checkpoint instead."""
     threads: int = 0
     """torch intra-op threads (0 = torch default)."""
     device: str = "auto"

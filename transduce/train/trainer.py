@@ -28,6 +28,7 @@ from transduce.config import ConfigError, RunConfig, to_dict
 from transduce.train import checkpoint as ckpt
 from transduce.train.distributed import init_distributed, wrap_for_parallel
 from transduce.train.export import export_model
+from transduce.train.finetune import load_initial_weights, share_tokenizers
 from transduce.train.interrupt import GracefulStop
 from transduce.train.precision import Precision
 from transduce.train.runtime import tune_malloc
@@ -95,11 +96,16 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         if not self.dist.is_main:
-            self.dist.barrier()  # rank 0 trains the tokenizer first
+            self.dist.barrier()  # rank 0 trains (or, fine-tuning, copies) the tokenizer first
+        elif cfg.train.init_from:
+            share_tokenizers(cfg, self.run_dir)
         self.task: Task = make_task(cfg, self.run_dir, self.log)
         if self.dist.is_main:
             self.dist.barrier()
-        self.model = self.task.build_model().to(self.device)
+        self.model = self.task.build_model()
+        if cfg.train.init_from:
+            load_initial_weights(self.model, cfg, self.log)
+        self.model = self.model.to(self.device)
         self.state = Progress()
         self._bad_in_a_row = 0
         self._eval_copy: torch.nn.Module | None = None
