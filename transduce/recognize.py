@@ -94,7 +94,14 @@ class Recognizer:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
         recognizer = cls(*load_ctc_dir(path), device=device)
-        recognizer.folder = resolve_model_dir(path)
+        folder = recognizer.folder = resolve_model_dir(path)
+        # files named in the model's own decode section belong to the model: resolve them in its folder, so a
+        # same-named file in the working directory is never picked up instead
+        decode = recognizer.config.decode
+        own = {field: str(folder / name) for field in ("lm", "lexicon")
+               if (name := getattr(decode, field)) and not Path(name).is_absolute() and (folder / name).is_file()}
+        if own:
+            recognizer.config = replace(recognizer.config, decode=replace(decode, **own))
         return recognizer
 
     def fusion(self, cfg: CTCDecodeConfig) -> LMFusion | None:
@@ -116,7 +123,8 @@ class Recognizer:
         return self._fusions[key]
 
     def _find(self, name: str, field: str) -> Path:
-        """A decode file: as given (relative to the working directory), else inside the model folder."""
+        """A decode file: as given (relative to the working directory), else inside the model folder. (Files named
+        in the model's config were already resolved in its folder by ``load``.)"""
         path = Path(name)
         if not path.is_file() and not path.is_absolute() and self.folder is not None:
             path = self.folder / name

@@ -119,3 +119,31 @@ def test_lm_command_and_shallow_fusion_through_the_cli(trained: Path, capsys, tm
     bad.write_text("\\data\\\nngram 1=1\n\n\\1-grams:\noops\n")
     assert main([*base, "--lm", str(bad), "--lm-weight", "0.5"]) == 2
     assert f"{bad}:5" in capsys.readouterr().err
+
+
+def test_a_models_own_lm_is_read_from_its_folder(trained: Path, capsys, tmp_path: Path, monkeypatch) -> None:
+    """decode.lm in a model's config names a file in the model folder, even when the working directory holds a
+    file of the same name (here a broken one, which would fail to load)."""
+    import shutil
+
+    import yaml
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "run" / "model", model)
+    (tmp_path / "lm.txt").write_text("dab\n" * 30)
+    assert main(["lm", "--model", str(model), "--text", str(tmp_path / "lm.txt"), "--out", str(model / "lm.arpa"),
+                 "--order", "3"]) == 0
+    config = yaml.safe_load((model / "config.yaml").read_text())
+    config["decode"].update(beam=4, lm="lm.arpa", lm_weight=30.0)
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    (cwd / "lm.arpa").write_text("not an ARPA file\n")
+    monkeypatch.chdir(cwd)
+    recognizer = Recognizer.load(model)
+    assert recognizer.config.decode.lm == str(model / "lm.arpa")
+    dev = read_manifest(trained / "data" / "dev.jsonl")[:4]
+    assert recognizer.transcribe([u.audio for u in dev]) == ["dab"] * 4  # the model's one-sentence LM decides
+    # a path given on the command line is relative to the working directory: the broken file is read and named
+    assert main(["transcribe", "--model", str(model), "--lm", "lm.arpa", str(dev[0].audio)]) == 2
+    assert "lm.arpa: not an ARPA file" in capsys.readouterr().err
