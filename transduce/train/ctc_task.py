@@ -4,6 +4,7 @@ frame-budget batches with augmentation, the CTC loss, dev loss + WER/CER."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -162,7 +163,8 @@ class CTCTask:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, dist: DistContext, autocast: AbstractContextManager
                  ) -> tuple[dict[str, Any], float]:
-        """Dev CTC loss per token and greedy-decoding WER/CER (batches shared out over ranks)."""
+        """Dev CTC loss per token in bits (as the training loss) and greedy-decoding WER/CER (batches shared out
+        over ranks)."""
         model.eval()
         device = next(model.parameters()).device
         collator = SpeechCollator(self.valid, self.valid_targets, fbank=self.fbank)
@@ -189,10 +191,10 @@ class CTCTask:
         order = dict(pairs)
         texts = self.tokenizer.decode([order[i] for i in range(len(self.valid))])
         refs = [u.text for u in self.valid]
-        result = {"loss": round(loss_sum / tokens, 4), "wer": round(wer(texts, refs), 2),
+        result = {"loss": round(loss_sum / tokens / math.log(2), 4), "wer": round(wer(texts, refs), 2),
                   "cer": round(cer(texts, refs), 2)}
         if hybrid:
-            result["att_loss"] = round(att_sum / tokens, 4)
+            result["att_loss"] = round(att_sum / tokens / math.log(2), 4)
         return result, -result["wer"]
 
     def model_files(self) -> list[Path]:
