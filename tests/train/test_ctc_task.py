@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+import torch
 from testkit import train_tones
 
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
 from transduce.data.manifest import read_manifest
+from transduce.data.speech_batching import SpeechCollator
 from transduce.data.tones import write_tones
 from transduce.metrics.wer import cer
 from transduce.recognize import Recognizer
@@ -147,3 +151,19 @@ def test_a_models_own_lm_is_read_from_its_folder(trained: Path, capsys, tmp_path
     # a path given on the command line is relative to the working directory: the broken file is read and named
     assert main(["transcribe", "--model", str(model), "--lm", "lm.arpa", str(dev[0].audio)]) == 2
     assert "lm.arpa: not an ARPA file" in capsys.readouterr().err
+
+
+def test_dev_loss_is_in_the_training_losses_units(tmp_path: Path) -> None:
+    """The dev loss equals the training loss module's sum over the dev set per token, in bits (both curves
+    share one plot axis)."""
+    write_tones(tmp_path / "data", train=40, valid=12)
+    cfg = load_recipe(ROOT / "recipes" / "tiny-tones-ctc.yaml", [f"data.dir={tmp_path / 'data'}"])
+    trainer = Trainer(cfg, tmp_path / "run", log=lambda _: None, show_progress=False)
+    task, model = trainer.task, trainer.model
+    result, _ = task.evaluate(model, trainer.dist, nullcontext())
+    model.eval()
+    collator = SpeechCollator(task.valid, task.valid_targets, fbank=task.fbank)
+    batch = collator(list(range(len(task.valid))))
+    with torch.no_grad():
+        loss, _ = task.loss_module(model, nullcontext())(*batch.inputs())
+    assert result["loss"] == pytest.approx(float(loss) / batch.num_tokens / math.log(2), rel=1e-3)
