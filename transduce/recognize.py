@@ -147,7 +147,8 @@ class Recognizer:
         if cfg.lm and cfg.lm_weight != 0.0 and cfg.mode not in ("ctc", "rescore"):
             raise ConfigError(f"decode.lm: shallow fusion works in modes ctc and rescore, not {cfg.mode}")
         if cfg.lm and cfg.lm_weight != 0.0 and cfg.beam <= 1:
-            raise ConfigError("decode.lm: shallow fusion needs a beam (decode.beam > 1)")
+            raise ConfigError("decode.lm: shallow fusion needs a beam (decode.beam > 1); for greedy search "
+                              "without the LM pass --lm-weight 0")
 
     @torch.no_grad()
     def encode(self, feats: list[Tensor], cfg: CTCDecodeConfig) -> tuple[Tensor, Tensor]:

@@ -42,7 +42,7 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
     dev, decode = recognizer.card.get("dev_eval", {}), recognizer.config.decode
     search = "greedy" if decode.beam <= 1 else f"beam {decode.beam}"
     if decode.lm and decode.lm_weight:
-        search += f" + n-gram LM {decode.lm}, weight {decode.lm_weight}"
+        search += f" + n-gram LM {Path(decode.lm).name}, weight {decode.lm_weight}"
     print(f"model: {model_dir.relative_to(ROOT)} (dev WER {dev.get('wer', '?')}%, {search})")
     for (name, ref), hyp in zip(rows, hyps, strict=True):
         print(f"  {name}\n    heard: {hyp}\n    said:  {ref}")
