@@ -44,6 +44,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
+NO_LM = {"lm_weight": 0.0}  # modes are compared on the acoustic model alone (LM fusion: benchmarks/asr_lm.py)
+
+
 def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: int, ctc_weight: float) -> None:
     audio = sum(w.numel() for w in waves) / rec.sample_rate
     modes = [("ctc greedy", {"mode": "ctc", "beam": 1}), ("ctc prefix beam", {"mode": "ctc", "beam": beam})]
@@ -55,9 +58,9 @@ def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: in
     print(f"{'mode':<22}{'WER':>8}{'CER':>8}{'RTF':>9}{'time vs greedy':>16}")
     baseline = 0.0
     for name, overrides in modes:
-        rec.transcribe(waves[:2], **overrides)  # warm-up
+        rec.transcribe(waves[:2], **overrides, **NO_LM)  # warm-up
         started = time.perf_counter()
-        hyps = rec.transcribe(waves, batch_size=16, **overrides)
+        hyps = rec.transcribe(waves, batch_size=16, **overrides, **NO_LM)
         seconds = time.perf_counter() - started
         baseline = baseline or seconds
         print(f"{name:<22}{wer(hyps, refs):8.2f}{cer(hyps, refs):8.2f}{seconds / audio:9.4f}"
@@ -66,7 +69,7 @@ def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: in
 
 def stream_one(rec: Recognizer, wave: Tensor, chunk_ms: float, beam: int, ctc_weight: float):
     stream = rec.stream(chunk_ms, beam=beam, mode="rescore" if rec.model.decoder is not None else "ctc",
-                        ctc_weight=ctc_weight)
+                        ctc_weight=ctc_weight, **NO_LM)
     return " ".join(s.text for s in feed(stream, wave, chunk_ms)), stream.stats
 
 
@@ -74,7 +77,7 @@ def streaming(rec: Recognizer, waves: list[Tensor], refs: list[str], chunks: lis
               ctc_weight: float) -> None:
     audio = sum(w.numel() for w in waves) / rec.sample_rate
     mode = "rescore" if rec.model.decoder is not None else "ctc"
-    full = wer(rec.transcribe(waves, batch_size=16, mode=mode, beam=beam, ctc_weight=ctc_weight), refs)
+    full = wer(rec.transcribe(waves, batch_size=16, mode=mode, beam=beam, ctc_weight=ctc_weight, **NO_LM), refs)
     print(f"\n(b) streaming ({mode} at each end of utterance), full-context WER {full:.2f} (the baseline)")
     print(f"{'chunk':>7}{'WER':>8}{'rel. to full':>14}{'RTF':>9}{'p50 ms':>9}{'p95 ms':>9}{'p95/chunk':>11}"
           f"{'first partial ms':>18}")
@@ -105,7 +108,7 @@ def long_audio(waves: list[Tensor], sample_rate: int, minutes: float) -> Iterato
 
 def memory(rec: Recognizer, waves: list[Tensor], minutes: float, beam: int) -> None:
     stream = rec.stream(640, endpoint=EndpointConfig(trailing_silence=0.5), beam=beam,
-                        mode="rescore" if rec.model.decoder is not None else "ctc")
+                        mode="rescore" if rec.model.decoder is not None else "ctc", **NO_LM)
     step = round(0.64 * rec.sample_rate)
     fed, marks, segments = 0, [], 0
     buffer = torch.zeros(0)
