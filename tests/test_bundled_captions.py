@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transduce.cli.main import main
 from transduce.metrics.wer import wer
 from transduce.recognize import Recognizer
 
@@ -21,3 +22,9 @@ def test_bundled_captions_model_uses_its_lm_and_the_lm_helps() -> None:
     fused = wer(rec.transcribe(wavs), refs)
     plain = wer(rec.transcribe(wavs, lm_weight=0.0), refs)
     assert fused < 20.0 and fused < plain, (fused, plain)
+
+
+def test_info_names_the_default_search(capsys) -> None:
+    assert main(["info", str(ROOT / "models" / "captions-conformer-ctc")]) == 0
+    assert "decodes by default with CTC prefix beam 20 (8 tokens per frame) + n-gram LM lm.arpa.gz" in (
+        capsys.readouterr().out)

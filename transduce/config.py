@@ -7,6 +7,7 @@ sees these objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from transduce.models.transformer import TransformerConfig
@@ -215,6 +216,27 @@ class CTCDecodeConfig:
     """Shallow fusion: known words, one per line (``transduce lm --lexicon``); looked up like ``lm``."""
     oov_penalty: float = 10.0
     """Shallow fusion with a lexicon: score subtracted for each completed word not in it."""
+
+    def describe(self) -> str:
+        """One line naming the search these settings run, e.g. 'CTC prefix beam 20 (8 tokens per frame)
+        + n-gram LM lm.arpa.gz (weight 1.1, insertion bonus 1.0)'."""
+        if self.mode == "ctc":
+            text = "CTC greedy" if self.beam <= 1 else f"CTC prefix beam {self.beam}"
+            if self.beam > 1 and self.token_prune:
+                text += f" ({self.token_prune} tokens per frame)"
+        else:
+            text = {"attention": "attention beam", "joint": f"joint CTC/attention beam (ctc_weight {self.ctc_weight})",
+                    "rescore": f"attention rescoring of the CTC n-best (ctc_weight {self.ctc_weight})"
+                    }.get(self.mode, self.mode) + f", beam {self.beam}"
+        if self.lm and self.lm_weight:
+            text += (f" + n-gram LM {PurePath(self.lm).name} (weight {self.lm_weight:g}, "
+                     f"insertion bonus {self.insertion_bonus:g})")
+            if self.lexicon:
+                text += f", lexicon (OOV penalty {self.oov_penalty:g})"
+        if self.chunk_size:
+            left = "all" if self.left_chunks < 0 else str(self.left_chunks)
+            text += f", chunks of {self.chunk_size} frames ({left} left)"
+        return text
 
 
 @dataclass(kw_only=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from transduce.cli.config import load_recipe
+from transduce.config import CTCDecodeConfig
 from transduce.data.tokenizer import PAD
 from transduce.models.ctc import build_ctc
 from transduce.models.rnn import build_rnn
@@ -35,3 +37,13 @@ def test_recipe_loads_and_builds(path: Path) -> None:
 def test_override_parses_yaml_values(tmp_path: Path) -> None:
     cfg = load_recipe(RECIPES[0], ["optim.lr=5e-4", "train.precision=bf16", "optim.betas=[0.9, 0.99]"])
     assert cfg.optim.lr == 5e-4 and cfg.train.precision == "bf16" and cfg.optim.betas == (0.9, 0.99)
+
+
+def test_speech_decode_settings_describe_their_search() -> None:
+    assert CTCDecodeConfig().describe() == "CTC greedy"
+    fused = CTCDecodeConfig(beam=20, token_prune=8, lm="models/m/lm.arpa.gz", lm_weight=1.1, insertion_bonus=1.0)
+    assert fused.describe() == ("CTC prefix beam 20 (8 tokens per frame) + n-gram LM lm.arpa.gz "
+                                "(weight 1.1, insertion bonus 1)")
+    assert "LM" not in replace(fused, lm_weight=0.0).describe()  # weight 0 switches the LM off
+    assert CTCDecodeConfig(mode="rescore", beam=8, chunk_size=16, left_chunks=2).describe() == (
+        "attention rescoring of the CTC n-best (ctc_weight 0.5), beam 8, chunks of 16 frames (2 left)")

@@ -234,6 +234,7 @@ def info(args: argparse.Namespace) -> int:
             print(f"streaming-capable (causal convolution, {chunks}); decode mode {speech_cfg.decode.mode}")
         print(f"{len(tokenizer)} {speech_cfg.data.tokenizer} tokens, {speech_cfg.data.num_mel_bins} mel bins "
               f"at {speech_cfg.data.sample_rate} Hz")
+        print(f"decodes by default with {speech_cfg.decode.describe()}")
         if card:
             print(json.dumps(card, indent=2))
         return 0

@@ -40,10 +40,7 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
     hyps = recognizer.transcribe([folder / name for name, _ in rows])
     seconds = time.perf_counter() - started
     dev, decode = recognizer.card.get("dev_eval", {}), recognizer.config.decode
-    search = "greedy" if decode.beam <= 1 else f"beam {decode.beam}"
-    if decode.lm and decode.lm_weight:
-        search += f" + n-gram LM {Path(decode.lm).name}, weight {decode.lm_weight}"
-    print(f"model: {model_dir.relative_to(ROOT)} (dev WER {dev.get('wer', '?')}%, {search})")
+    print(f"model: {model_dir.relative_to(ROOT)} (dev WER {dev.get('wer', '?')}%, {decode.describe()})")
     for (name, ref), hyp in zip(rows, hyps, strict=True):
         print(f"  {name}\n    heard: {hyp}\n    said:  {ref}")
     print(f"{len(rows)} recordings: WER {wer(hyps, [r for _, r in rows]):.1f}%, {seconds:.2f}s\n")
