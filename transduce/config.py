@@ -219,7 +219,7 @@ class CTCDecodeConfig:
 
     def describe(self) -> str:
         """One line naming the search these settings run, e.g. 'CTC prefix beam 20 (8 tokens per frame)
-        + n-gram LM lm.arpa.gz (weight 1.1, insertion bonus 1.0)'."""
+        + n-gram LM lm.arpa.gz (weight 1.1, insertion bonus 1)'."""
         if self.mode == "ctc":
             text = "CTC greedy" if self.beam <= 1 else f"CTC prefix beam {self.beam}"
             if self.beam > 1 and self.token_prune:
