@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -44,9 +45,6 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-NO_LM = {"lm_weight": 0.0}  # modes are compared on the acoustic model alone (LM fusion: benchmarks/asr_lm.py)
-
-
 def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: int, ctc_weight: float) -> None:
     audio = sum(w.numel() for w in waves) / rec.sample_rate
     modes = [("ctc greedy", {"mode": "ctc", "beam": 1}), ("ctc prefix beam", {"mode": "ctc", "beam": beam})]
@@ -58,9 +56,9 @@ def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: in
     print(f"{'mode':<22}{'WER':>8}{'CER':>8}{'RTF':>9}{'time vs greedy':>16}")
     baseline = 0.0
     for name, overrides in modes:
-        rec.transcribe(waves[:2], **overrides, **NO_LM)  # warm-up
+        rec.transcribe(waves[:2], **overrides)  # warm-up
         started = time.perf_counter()
-        hyps = rec.transcribe(waves, batch_size=16, **overrides, **NO_LM)
+        hyps = rec.transcribe(waves, batch_size=16, **overrides)
         seconds = time.perf_counter() - started
         baseline = baseline or seconds
         print(f"{name:<22}{wer(hyps, refs):8.2f}{cer(hyps, refs):8.2f}{seconds / audio:9.4f}"
@@ -69,7 +67,7 @@ def decode_modes(rec: Recognizer, waves: list[Tensor], refs: list[str], beam: in
 
 def stream_one(rec: Recognizer, wave: Tensor, chunk_ms: float, beam: int, ctc_weight: float):
     stream = rec.stream(chunk_ms, beam=beam, mode="rescore" if rec.model.decoder is not None else "ctc",
-                        ctc_weight=ctc_weight, **NO_LM)
+                        ctc_weight=ctc_weight)
     return " ".join(s.text for s in feed(stream, wave, chunk_ms)), stream.stats
 
 
@@ -77,7 +75,7 @@ def streaming(rec: Recognizer, waves: list[Tensor], refs: list[str], chunks: lis
               ctc_weight: float) -> None:
     audio = sum(w.numel() for w in waves) / rec.sample_rate
     mode = "rescore" if rec.model.decoder is not None else "ctc"
-    full = wer(rec.transcribe(waves, batch_size=16, mode=mode, beam=beam, ctc_weight=ctc_weight, **NO_LM), refs)
+    full = wer(rec.transcribe(waves, batch_size=16, mode=mode, beam=beam, ctc_weight=ctc_weight), refs)
     print(f"\n(b) streaming ({mode} at each end of utterance), full-context WER {full:.2f} (the baseline)")
     print(f"{'chunk':>7}{'WER':>8}{'rel. to full':>14}{'RTF':>9}{'p50 ms':>9}{'p95 ms':>9}{'p95/chunk':>11}"
           f"{'first partial ms':>18}")
@@ -108,7 +106,7 @@ def long_audio(waves: list[Tensor], sample_rate: int, minutes: float) -> Iterato
 
 def memory(rec: Recognizer, waves: list[Tensor], minutes: float, beam: int) -> None:
     stream = rec.stream(640, endpoint=EndpointConfig(trailing_silence=0.5), beam=beam,
-                        mode="rescore" if rec.model.decoder is not None else "ctc", **NO_LM)
+                        mode="rescore" if rec.model.decoder is not None else "ctc")
     step = round(0.64 * rec.sample_rate)
     fed, marks, segments = 0, [], 0
     buffer = torch.zeros(0)
@@ -145,6 +143,8 @@ def main() -> None:
     print(command_line("asr_streaming.py", [(f"--{k.replace('_', '-')}", v) for k, v in vars(args).items()]))
     print(machine_line(args.threads))
     rec = Recognizer.load(args.model)
+    # modes are compared on the acoustic model alone (a model's own LM off; LM fusion: benchmarks/asr_lm.py)
+    rec.config = replace(rec.config, decode=replace(rec.config.decode, lm_weight=0.0))
     utts = load_subset(args.manifest, args.limit)
     waves = [load_audio(u.audio, rec.sample_rate) for u in utts]
     refs = [u.text for u in utts]
