@@ -142,7 +142,8 @@ class SpeechDataConfig:
     dir: str = "data"
     """Folder with the JSON-lines manifests."""
     train: str = "train.jsonl"
-    """Training manifest (relative to dir)."""
+    """Training manifest (relative to dir); several comma-separated are read one after another
+    (``train.jsonl,../captions-s2/train.jsonl``)."""
     valid: str = "dev.jsonl"
     """Development manifest (tuning, early stopping)."""
     tokenizer: str = "char"

@@ -17,6 +17,7 @@ from transduce.data.manifest import (
     import_lhotse,
     iter_lhotse_shar,
     read_manifest,
+    read_manifests,
     write_manifest,
 )
 from transduce.data.text import DataError
@@ -66,6 +67,19 @@ def test_manifest_errors_name_file_and_line(tmp_path: Path, line: str, message: 
     path.write_text(good + "\n" + line + "\n")
     with pytest.raises(DataError, match=message.replace("positive", "a positive number")):
         read_manifest(path)
+
+
+def test_several_manifests_read_in_order(tmp_path: Path) -> None:
+    utts = _corpus(tmp_path / "corpus")
+    write_manifest(tmp_path / "a" / "train.jsonl", utts[:2])
+    write_manifest(tmp_path / "b" / "train.jsonl", utts[1:])  # shares id a2 with the first: allowed
+    both = read_manifests(tmp_path / "a", "train.jsonl, ../b/train.jsonl")
+    assert both == utts[:2] + utts[1:]
+    assert read_manifests(tmp_path / "a", "train.jsonl") == utts[:2]
+    with pytest.raises(DataError, match=r"b/missing\.jsonl: no such file"):
+        read_manifests(tmp_path / "a", "train.jsonl,../b/missing.jsonl")
+    with pytest.raises(DataError, match="empty name"):
+        read_manifests(tmp_path / "a", "train.jsonl,")
 
 
 def test_empty_manifest(tmp_path: Path) -> None:

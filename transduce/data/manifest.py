@@ -117,6 +117,15 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     return utts
 
 
+def read_manifests(folder: str | Path, names: str) -> list[Utterance]:
+    """The utterances of one or more manifests, ``names`` comma-separated and relative to ``folder``
+    (``train.jsonl,../more/train.jsonl``), in that order. Ids need only be unique within each manifest."""
+    paths = [Path(folder) / n.strip() for n in names.split(",")]
+    if any(not n.strip() for n in names.split(",")):
+        raise DataError(f"manifest list {names!r} has an empty name")
+    return [utt for path in paths for utt in read_manifest(path)]
+
+
 def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> None:
     """Write ``utts`` as JSON lines, audio paths relative to the manifest's folder; atomic (temp file + rename)."""
     path = Path(path)

@@ -18,7 +18,7 @@ from transduce.data.audio import load_audio
 from transduce.data.augment import AugmentConfig, SpecAugmentConfig
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
 from transduce.data.features import Fbank, FbankConfig
-from transduce.data.manifest import Utterance, read_manifest
+from transduce.data.manifest import Utterance, read_manifest, read_manifests
 from transduce.data.speech_batching import (
     SpeechBatch,
     SpeechCollator,
@@ -94,7 +94,7 @@ class CTCTask:
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         data: SpeechDataConfig = cfg.data
         folder = Path(data.dir)
-        train, self.valid = read_manifest(folder / data.train), read_manifest(folder / data.valid)
+        train, self.valid = read_manifests(folder, data.train), read_manifest(folder / data.valid)
         self.tokenizer = self._tokenizer([u.text for u in train])
         self.cmvn = self._cmvn(train)
         self.fbank = fbank_config(data)
