@@ -120,10 +120,10 @@ def read_manifest(path: str | Path) -> list[Utterance]:
 def read_manifests(folder: str | Path, names: str) -> list[Utterance]:
     """The utterances of one or more manifests, ``names`` comma-separated and relative to ``folder``
     (``train.jsonl,../more/train.jsonl``), in that order. Ids need only be unique within each manifest."""
-    paths = [Path(folder) / n.strip() for n in names.split(",")]
-    if any(not n.strip() for n in names.split(",")):
+    parts = [n.strip() for n in names.split(",")]
+    if not all(parts):
         raise DataError(f"manifest list {names!r} has an empty name")
-    return [utt for path in paths for utt in read_manifest(path)]
+    return [utt for part in parts for utt in read_manifest(Path(folder) / part)]
 
 
 def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> None:
