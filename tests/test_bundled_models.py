@@ -11,10 +11,15 @@ from transduce.recognize import Recognizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bundled_captions_model_uses_its_lm_and_the_lm_helps() -> None:
-    folder = ROOT / "examples" / "captions"
+def examples(name: str) -> tuple[list[Path], list[str]]:
+    """The recordings of ``examples/NAME`` and their reference transcripts (``transcripts.tsv``)."""
+    folder = ROOT / "examples" / name
     rows = [line.split("\t") for line in (folder / "transcripts.tsv").read_text().splitlines()]
-    wavs, refs = [folder / name for name, _ in rows], [text for _, text in rows]
+    return [folder / wav for wav, _ in rows], [text for _, text in rows]
+
+
+def test_bundled_captions_model_uses_its_lm_and_the_lm_helps() -> None:
+    wavs, refs = examples("captions")
     rec = Recognizer.load(ROOT / "models" / "captions-conformer-ctc")
     decode = rec.config.decode
     assert Path(decode.lm) == ROOT / "models" / "captions-conformer-ctc" / "lm.arpa.gz"
@@ -40,10 +45,9 @@ def test_bundled_digits_model_decodes_with_its_digit_grammar() -> None:
     rec = Recognizer.load(model)
     assert Path(rec.config.decode.lm) == model / "lm.arpa.gz"
     assert Path(rec.config.decode.lexicon) == model / "words.txt"
-    folder = ROOT / "examples" / "digits"
-    rows = [line.split("\t") for line in (folder / "transcripts.tsv").read_text().splitlines()]
-    assert wer(rec.transcribe([folder / name for name, _ in rows]), [text for _, text in rows]) == 0.0
-    captions = sorted((ROOT / "examples" / "captions").glob("*.wav"))
+    wavs, refs = examples("digits")
+    assert wer(rec.transcribe(wavs), refs) == 0.0
+    captions, _ = examples("captions")
     fused = rec.transcribe(captions)
     plain = rec.transcribe(captions, beam=1, lm_weight=0.0)
     assert all(fused) and all(set(text.split()) <= DIGITS for text in fused), fused
