@@ -217,6 +217,13 @@ class CTCDecodeConfig:
     """Shallow fusion: known words, one per line (``transduce lm --lexicon``); looked up like ``lm``."""
     oov_penalty: float = 10.0
     """Shallow fusion with a lexicon: score subtracted for each completed word not in it."""
+    ensemble: tuple[str, ...] = ()
+    """mode ctc: partner speech model folders (any units; a relative path is looked up in the working
+    directory, then in this model's folder). Every model searches with its own decode settings and returns
+    ``ensemble_nbest`` hypotheses; the pooled texts are ranked by the sum of all models' CTC log-likelihoods
+    (``transduce/decoding/ctc_ensemble.py``)."""
+    ensemble_nbest: int = 8
+    """Hypotheses each ensemble member contributes to the pool."""
 
     def describe(self) -> str:
         """One line naming the search these settings run, e.g. 'CTC prefix beam 20 (8 tokens per frame)
@@ -234,6 +241,9 @@ class CTCDecodeConfig:
                      f"insertion bonus {self.insertion_bonus:g})")
             if self.lexicon:
                 text += f", lexicon (OOV penalty {self.oov_penalty:g})"
+        if self.ensemble:
+            text += f", ensemble with {', '.join(PurePath(p).name for p in self.ensemble)} (CTC rescoring of the " \
+                    f"pooled {self.ensemble_nbest}-best)"
         if self.chunk_size:
             left = "all" if self.left_chunks < 0 else str(self.left_chunks)
             text += f", chunks of {self.chunk_size} frames ({left} left)"
@@ -311,6 +321,9 @@ def _coerce(value: object, annotation: str, key: str) -> object:
     elif annotation == "str":
         if isinstance(value, str):
             return value
+    elif annotation == "tuple[str, ...]":
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
     elif annotation.startswith("tuple[float"):  # tuple[float, float] and tuple[float, ...]
         if isinstance(value, (list, tuple)) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value

@@ -24,6 +24,7 @@ from transduce.data.speech_batching import pad_features
 from transduce.data.text import read_lines
 from transduce.data.tokenizer import Tokenizer
 from transduce.decoding.ctc import CTCHypothesis, ctc_beam_search, ctc_greedy
+from transduce.decoding.ctc_ensemble import ctc_log_likelihoods, rank_candidates
 from transduce.decoding.joint import attention_rescore, joint_beam_search
 from transduce.decoding.lm_fusion import Lexicon, LMFusion
 from transduce.models.ctc import CTCModel, build_ctc, tied_aliases
@@ -90,6 +91,7 @@ class Recognizer:
         self._lms: dict[Path, NgramLM] = {}  # loaded language models by file
         self._lexicons: dict[Path, frozenset[str]] = {}
         self._fusions: dict[tuple, LMFusion] = {}  # with their caches, by files and weights
+        self._partners: dict[Path, Recognizer] = {}  # decode.ensemble members, loaded on first use
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
@@ -98,11 +100,30 @@ class Recognizer:
         # files named in the model's own decode section belong to the model: resolve them in its folder, so a
         # same-named file in the working directory is never picked up instead
         decode = recognizer.config.decode
-        own = {field: str(folder / name) for field in ("lm", "lexicon")
-               if (name := getattr(decode, field)) and not Path(name).is_absolute() and (folder / name).is_file()}
+        own: dict[str, object] = {
+            field: str(folder / name) for field in ("lm", "lexicon")
+            if (name := getattr(decode, field)) and not Path(name).is_absolute() and (folder / name).is_file()}
+        if any(not Path(name).is_absolute() and (folder / name).is_dir() for name in decode.ensemble):
+            own["ensemble"] = tuple(str(folder / name) if not Path(name).is_absolute() and (folder / name).is_dir()
+                                    else name for name in decode.ensemble)
         if own:
-            recognizer.config = replace(recognizer.config, decode=replace(decode, **own))
+            recognizer.config = replace(recognizer.config, decode=replace(decode, **own))  # type: ignore[arg-type]
         return recognizer
+
+    def partner(self, name: str) -> Recognizer:
+        """The ensemble member at ``name`` (a model folder, found like ``decode.lm``), loaded once."""
+        path = Path(name)
+        if not path.is_dir() and not path.is_absolute() and self.folder is not None:
+            path = self.folder / name
+        if not (path / "config.yaml").is_file() and not (path / "model" / "config.yaml").is_file():
+            also = f" (also looked in {self.folder})" if self.folder else ""
+            raise ConfigError(f"decode.ensemble: {name}: not a model folder{also}")
+        if path not in self._partners:
+            member = Recognizer.load(path, device=self.device)
+            if member.config.decode.ensemble:
+                raise ConfigError(f"decode.ensemble: {name} names an ensemble of its own; members decode alone")
+            self._partners[path] = member
+        return self._partners[path]
 
     def fusion(self, cfg: CTCDecodeConfig) -> LMFusion | None:
         """The shallow-fusion scorer for ``cfg.lm`` (and ``cfg.lexicon``), None when no LM or weight 0; each
@@ -142,6 +163,8 @@ class Recognizer:
     def _check_mode(self, cfg: CTCDecodeConfig) -> None:
         if cfg.mode not in MODES:
             raise ConfigError(f"decode.mode: unknown mode {cfg.mode!r} (known: {', '.join(MODES)})")
+        if cfg.ensemble and cfg.mode != "ctc":
+            raise ConfigError(f"decode.ensemble: ensembles decode in mode ctc, not {cfg.mode}")
         if cfg.mode != "ctc" and self.model.decoder is None:
             raise ConfigError(f"decode.mode {cfg.mode} needs an attention decoder; this model is CTC only")
         if cfg.lm and cfg.lm_weight != 0.0 and cfg.mode not in ("ctc", "rescore"):
@@ -168,16 +191,53 @@ class Recognizer:
         """N-best transcripts per input, in input order; ``overrides`` are CTCDecodeConfig fields."""
         cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         self._check_mode(cfg)
+        if cfg.ensemble:
+            return self._ensemble_search(audio, cfg)
+        return [nbest for nbest, _ in self._search(audio, cfg)]
+
+    @torch.no_grad()
+    def _search(self, audio: Sequence[Audio], cfg: CTCDecodeConfig,
+                keep_log_probs: bool = False) -> list[tuple[list[Transcript], Tensor | None]]:
+        """Per input, in input order: n-best transcripts and (with ``keep_log_probs``) CTC log-probs (T', V)."""
         feats = [self.features(a) for a in audio]
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))  # similar lengths together
-        results: list[list[Transcript]] = [[] for _ in feats]
+        results: list[tuple[list[Transcript], Tensor | None]] = [([], None) for _ in feats]
         with tqdm(total=len(feats), desc="transcribe", unit="utt", disable=None, leave=False) as bar:
             for start in range(0, len(order), cfg.batch_size):
                 chunk = order[start : start + cfg.batch_size]
                 out, lens = self.encode([feats[i] for i in chunk], cfg)
-                for i, nbest in zip(chunk, self.decode(out, lens, cfg), strict=True):
-                    results[i] = nbest
+                log_probs = self.model.ctc_log_probs(out).cpu() if keep_log_probs else None
+                for row, (i, nbest) in enumerate(zip(chunk, self.decode(out, lens, cfg), strict=True)):
+                    results[i] = (nbest, None if log_probs is None else log_probs[row, : int(lens[row])])
                 bar.update(len(chunk))
+        return results
+
+    @torch.no_grad()
+    def _ensemble_search(self, audio: Sequence[Audio], cfg: CTCDecodeConfig) -> list[list[Transcript]]:
+        """This model and the ``cfg.ensemble`` partners each search with their own settings; their
+        ``ensemble_nbest`` lists are pooled per input and ranked by the sum of every model's CTC
+        log-likelihood (a transcript keeps the tokens and times of the first model that found it)."""
+        members = [(self, replace(cfg, ensemble=(), nbest=cfg.ensemble_nbest))]
+        members += [(p, replace(p.config.decode, nbest=cfg.ensemble_nbest)) for p in map(self.partner, cfg.ensemble)]
+        waves: dict[int, list[Tensor]] = {}  # each file read once per sample rate
+        pools: list[dict[str, Transcript]] = [{} for _ in audio]
+        per_member: list[list[Tensor]] = []
+        for member, member_cfg in members:
+            if member.sample_rate not in waves:
+                waves[member.sample_rate] = [a if isinstance(a, Tensor) else load_audio(a, member.sample_rate)
+                                             for a in audio]
+            found = member._search(waves[member.sample_rate], member_cfg, keep_log_probs=True)
+            for pool, (nbest, _) in zip(pools, found, strict=True):
+                for hyp in nbest:
+                    pool.setdefault(hyp.text, hyp)
+            per_member.append([lp for _, lp in found if lp is not None])
+        results = []
+        for index, pool in enumerate(pools):
+            texts = list(pool)
+            scores = [ctc_log_likelihoods(log_probs[index], member.tokenizer.encode(texts))
+                      for (member, _), log_probs in zip(members, per_member, strict=True)]
+            results.append([replace(pool[text], score=score) for text, score in rank_candidates(texts, scores)][
+                : cfg.nbest])
         return results
 
     @torch.no_grad()
@@ -234,6 +294,9 @@ class Recognizer:
 
         cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         self._check_mode(cfg)
+        if cfg.ensemble:
+            raise ConfigError("decode.ensemble: a stream decodes one model; turn the ensemble off "
+                              "(ensemble=() in Python, --ensemble none on the command line)")
         chunk = self.chunk_frames(chunk_ms) if chunk_ms else cfg.chunk_size or self.chunk_frames(640)
         detector = None
         if vad:

@@ -167,3 +167,69 @@ def test_dev_loss_is_in_the_training_losses_units(tmp_path: Path) -> None:
     with torch.no_grad():
         loss, _ = task.loss_module(model, nullcontext())(*batch.inputs())
     assert result["loss"] == pytest.approx(float(loss) / batch.num_tokens / math.log(2), rel=1e-3)
+
+
+def test_ensemble_ranks_the_pooled_nbest_by_summed_ctc_log_likelihoods(trained: Path, capsys, tmp_path: Path) -> None:
+    """A model whose decode.ensemble names a partner in its folder (here a copy of itself): every returned
+    hypothesis scores the sum of both models' CTC log-likelihoods, best first, drawn from the pooled n-best."""
+    import shutil
+
+    import yaml
+
+    from transduce.decoding.ctc_ensemble import ctc_log_likelihoods
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "run" / "model", model)
+    shutil.copytree(trained / "run" / "model", model / "partner")
+    config = yaml.safe_load((model / "config.yaml").read_text())
+    config["decode"].update(ensemble=["partner"], ensemble_nbest=4)
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
+    recognizer = Recognizer.load(model)
+    assert recognizer.config.decode.ensemble == (str(model / "partner"),)
+    assert "ensemble with partner" in recognizer.config.decode.describe()
+    dev = read_manifest(trained / "data" / "dev.jsonl")[:3]
+    audio = [u.audio for u in dev]
+    ranked = recognizer.search(audio, nbest=10)
+    alone = recognizer.search(audio, ensemble=(), nbest=4, beam=4)
+    for utt, hyps, own in zip(dev, ranked, alone, strict=True):
+        assert {h.text for h in hyps} == {h.text for h in own}  # identical members: the pool is one n-best
+        log_probs, lens = recognizer.log_probs([recognizer.features(utt.audio)])
+        want = 2 * ctc_log_likelihoods(log_probs[0, : int(lens[0])], recognizer.tokenizer.encode([h.text for h in hyps]))
+        assert torch.allclose(torch.tensor([h.score for h in hyps], dtype=torch.float64), want.double(), atol=1e-4)
+        assert all(a.score >= b.score for a, b in zip(hyps, hyps[1:], strict=False))
+    assert [row[0].text for row in ranked] == recognizer.transcribe(audio)
+    assert main(["evaluate", "--model", str(model), "--manifest", str(trained / "data" / "dev.jsonl"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ensemble"] == [str(model / "partner")] and result["cer"] < 5.0
+    assert main(["evaluate", "--model", str(model), "--manifest", str(trained / "data" / "dev.jsonl"), "--json",
+                 "--ensemble", "none"]) == 0
+    assert "ensemble" not in json.loads(capsys.readouterr().out)
+
+
+def test_ensemble_errors_name_the_setting(trained: Path, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from transduce.config import ConfigError
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "run" / "model", model)
+    wav = str(read_manifest(trained / "data" / "dev.jsonl")[0].audio)
+    assert main(["transcribe", "--model", str(model), "--ensemble", str(tmp_path / "missing"), wav]) == 2
+    err = capsys.readouterr().err
+    assert "decode.ensemble: " in err and "missing: not a model folder" in err and "Traceback" not in err
+    recognizer = Recognizer.load(model)
+    with pytest.raises(ConfigError, match="decode.ensemble: .*missing: not a model folder"):
+        recognizer.transcribe([wav], ensemble=(str(tmp_path / "missing"),))
+    with pytest.raises(ConfigError, match="decode.ensemble: ensembles decode in mode ctc"):
+        recognizer.transcribe([wav], ensemble=(str(model),), mode="attention")
+    with pytest.raises(ConfigError, match="decode.ensemble: a stream decodes one model"):
+        recognizer.stream(ensemble=(str(model),))
+    nested = tmp_path / "nested"
+    shutil.copytree(model, nested)
+    config = yaml.safe_load((nested / "config.yaml").read_text())
+    config["decode"]["ensemble"] = [str(model)]
+    (nested / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["transcribe", "--model", str(model), "--ensemble", str(nested), wav]) == 2
+    assert "names an ensemble of its own" in capsys.readouterr().err

@@ -163,8 +163,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
     if args.manifest:
-        if args.src or args.ref or args.ensemble:
-            raise UsageError("--manifest (speech) and --src/--ref/--ensemble (translation) do not go together")
+        if args.src or args.ref:
+            raise UsageError("--manifest (speech) and --src/--ref (translation) do not go together")
         from transduce.cli import speech
 
         return speech.evaluate(args)

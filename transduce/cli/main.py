@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--nbest", type=int, default=1, help="print the K best as 'FILE<TAB>score<TAB>text'")
     tc.add_argument("--timestamps", action="store_true", help="also print each token's start time (JSON)")
     tc.add_argument("--realtime", action="store_true", help="with --stream: feed audio no faster than real time")
+    tc.add_argument("--ensemble", action="append", default=[], metavar="DIR",
+                    help="another speech model (any units) whose CTC scores rank the pooled n-best with --model's "
+                         "(repeatable; replaces the model's decode.ensemble; 'none' = this model alone)")
     tc.add_argument("files", nargs="*", help="audio files (wav, flac, ogg)")
 
     ev = sub.add_parser("evaluate", help="BLEU/chrF of a translation model, or WER/CER of a speech model, as JSON")
@@ -131,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ref-tok", help="official tokenized lowercased references (else made from --ref)")
     ev.add_argument("--lang", help="target language for Moses tokenization (default: the model's)")
     ev.add_argument("--ensemble", action="append", default=[], metavar="DIR",
-                    help="translation: another model with the same tokenizers, searched with --model (repeatable)")
+                    help="another model searched with --model (repeatable). Translation: same tokenizers; speech: "
+                         "any units, the pooled n-best ranked by summed CTC log-likelihoods, replacing the "
+                         "model's own decode.ensemble ('none' = this model alone)")
     ev.add_argument("--output", help="also write the translations here")
     ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
 

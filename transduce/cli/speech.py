@@ -26,6 +26,8 @@ def speech_overrides(args: argparse.Namespace, recognizer: Recognizer) -> dict[s
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if getattr(args, "chunk_ms", None):
         overrides["chunk_size"] = recognizer.chunk_frames(args.chunk_ms)
+    if getattr(args, "ensemble", None):  # partner models replace the config's; "none" decodes this model alone
+        overrides["ensemble"] = () if args.ensemble == ["none"] else tuple(args.ensemble)
     return overrides
 
 
@@ -131,6 +133,8 @@ def evaluate(args: argparse.Namespace) -> int:
     }
     if decode["lm"] and decode["lm_weight"]:
         result.update({k: decode[k] for k in ("lm", "lm_weight", "insertion_bonus", "lexicon", "oov_penalty")})
+    if decode["ensemble"]:
+        result.update(ensemble=list(decode["ensemble"]), ensemble_nbest=decode["ensemble_nbest"])
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
