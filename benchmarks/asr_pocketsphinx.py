@@ -1,8 +1,9 @@
 """WER and real-time factor of our CTC recognizer against PocketSphinx 5 with a digit grammar.
 
-Our model decodes with greedy and beam search without any LM, and with its own default search (for the
-bundled digits model: beam 8 with a digit grammar made of its n-gram LM and ten-word lexicon, the fair
-match for PocketSphinx's grammar); PocketSphinx with a grammar; all on the same utterances.
+Our model decodes with greedy and beam search without any LM or ensemble partner, and with its own default
+search (for the bundled digits model: beam 8 with a digit grammar made of its n-gram LM and ten-word lexicon,
+the fair match for PocketSphinx's grammar, pooled with the word-unit streaming model's n-best and ranked by
+both models' CTC scores); PocketSphinx with a grammar; all on the same utterances.
 
 Run (trained digits model, dev speaker nicolas):
     nice -n 10 .venv/bin/python benchmarks/asr_pocketsphinx.py --model work/runs/digits/model \\
@@ -131,8 +132,8 @@ def decode_all(args: argparse.Namespace, waves: list[Tensor]) -> list[Row]:
             raise SystemExit(f"{args.model}: expects {rec.sample_rate} Hz audio; this benchmark feeds 16 kHz")
         batch = args.batch_size or rec.config.decode.batch_size
         searches: dict[str, dict[str, object]] = {
-            "greedy": {"beam": 1, "lm_weight": 0.0},
-            "beam": {"beam": args.beam, "token_prune": args.token_prune, "lm_weight": 0.0},
+            "greedy": {"beam": 1, "lm_weight": 0.0, "ensemble": ()},
+            "beam": {"beam": args.beam, "token_prune": args.token_prune, "lm_weight": 0.0, "ensemble": ()},
             "default": {}}
         for name, opts in searches.items():
             if name in systems:

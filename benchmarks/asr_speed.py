@@ -132,9 +132,9 @@ def bench_decoding(args: argparse.Namespace, waves: list[Tensor], audio_s: float
     batch = args.batch_size or rec.config.decode.batch_size
     print(f"\n(b) decoding {args.model}: {len(waves)} utterances, greedy search, batches of {batch} "
           f"(sorted by length), {args.threads} threads, fastest of {args.repeat} runs per row")
-    rec.transcribe(waves[:4], beam=1, lm_weight=0.0, batch_size=batch)  # warm-up
+    rec.transcribe(waves[:4], beam=1, lm_weight=0.0, ensemble=(), batch_size=batch)  # warm-up
     print(HEADER)
-    _, whole = best_of(args.repeat, rec.transcribe, waves, beam=1, lm_weight=0.0, batch_size=batch)
+    _, whole = best_of(args.repeat, rec.transcribe, waves, beam=1, lm_weight=0.0, ensemble=(), batch_size=batch)
     base = row("transcribe (features + model + greedy)", audio_s, whole, None)
     feats, seconds = best_of(args.repeat, lambda: [rec.features(w) for w in waves])
     row("  features only", audio_s, seconds, base)

@@ -143,8 +143,9 @@ def main() -> None:
     print(command_line("asr_streaming.py", [(f"--{k.replace('_', '-')}", v) for k, v in vars(args).items()]))
     print(machine_line(args.threads))
     rec = Recognizer.load(args.model)
-    # modes are compared on the acoustic model alone (a model's own LM off; LM fusion: benchmarks/asr_lm.py)
-    rec.config = replace(rec.config, decode=replace(rec.config.decode, lm_weight=0.0))
+    # modes are compared on the acoustic model alone (a model's own LM and ensemble off; LM fusion:
+    # benchmarks/asr_lm.py)
+    rec.config = replace(rec.config, decode=replace(rec.config.decode, lm_weight=0.0, ensemble=()))
     utts = load_subset(args.manifest, args.limit)
     waves = [load_audio(u.audio, rec.sample_rate) for u in utts]
     refs = [u.text for u in utts]

@@ -49,6 +49,29 @@ def test_bundled_digits_model_decodes_with_its_digit_grammar() -> None:
     assert wer(rec.transcribe(wavs), refs) == 0.0
     captions, _ = examples("captions")
     fused = rec.transcribe(captions)
-    plain = rec.transcribe(captions, beam=1, lm_weight=0.0)
+    plain = rec.transcribe(captions, beam=1, lm_weight=0.0, ensemble=())
     assert all(fused) and all(set(text.split()) <= DIGITS for text in fused), fused
     assert any(not set(text.split()) <= DIGITS for text in plain), plain
+
+
+def test_bundled_digits_model_votes_with_the_word_unit_streaming_model() -> None:
+    """The digits model's default search pools its n-best with that of models/digits-hybrid-streaming (word
+    units) and ranks by the sum of both CTC log-likelihoods: the examples decode exactly, and each winner's
+    score is that sum."""
+    from transduce.decoding.ctc_ensemble import ctc_log_likelihoods
+
+    rec = Recognizer.load(ROOT / "models" / "digits-conformer-ctc")
+    partner_dir = ROOT / "models" / "digits-hybrid-streaming"
+    assert rec.config.decode.ensemble == (str(partner_dir),)
+    partner = rec.partner(rec.config.decode.ensemble[0])
+    assert len(partner.tokenizer) != len(rec.tokenizer)  # characters and words
+    wavs, refs = examples("digits")
+    best = [nbest[0] for nbest in rec.search(wavs)]
+    assert [b.text for b in best] == refs
+    for wav, hyp in zip(wavs, best, strict=True):
+        scores = []
+        for member in (rec, partner):
+            log_probs, lens = member.log_probs([member.features(wav)], chunk_size=0)
+            ids = member.tokenizer.encode([hyp.text])
+            scores.append(float(ctc_log_likelihoods(log_probs[0, : int(lens[0])], ids)[0]))
+        assert abs(hyp.score - sum(scores)) < 1e-3, (hyp.score, scores)

@@ -219,9 +219,9 @@ class CTCDecodeConfig:
     """Shallow fusion with a lexicon: score subtracted for each completed word not in it."""
     ensemble: tuple[str, ...] = ()
     """mode ctc: partner speech model folders (any units; a relative path is looked up in the working
-    directory, then in this model's folder). Every model searches with its own decode settings and returns
-    ``ensemble_nbest`` hypotheses; the pooled texts are ranked by the sum of all models' CTC log-likelihoods
-    (``transduce/decoding/ctc_ensemble.py``)."""
+    directory, then in this model's folder). Every model runs a CTC search with its own beam and LM and
+    returns ``ensemble_nbest`` hypotheses; the pooled texts are ranked by the sum of all models' CTC
+    log-likelihoods (``transduce/decoding/ctc_ensemble.py``)."""
     ensemble_nbest: int = 8
     """Hypotheses each ensemble member contributes to the pool."""
 

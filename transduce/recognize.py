@@ -5,6 +5,7 @@ chunk-by-chunk recognition of live audio (``transduce/streaming/stream.py``)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,8 +105,8 @@ class Recognizer:
             field: str(folder / name) for field in ("lm", "lexicon")
             if (name := getattr(decode, field)) and not Path(name).is_absolute() and (folder / name).is_file()}
         if any(not Path(name).is_absolute() and (folder / name).is_dir() for name in decode.ensemble):
-            own["ensemble"] = tuple(str(folder / name) if not Path(name).is_absolute() and (folder / name).is_dir()
-                                    else name for name in decode.ensemble)
+            own["ensemble"] = tuple(os.path.normpath(folder / name) if not Path(name).is_absolute()
+                                    and (folder / name).is_dir() else name for name in decode.ensemble)
         if own:
             recognizer.config = replace(recognizer.config, decode=replace(decode, **own))  # type: ignore[arg-type]
         return recognizer
@@ -214,11 +215,13 @@ class Recognizer:
 
     @torch.no_grad()
     def _ensemble_search(self, audio: Sequence[Audio], cfg: CTCDecodeConfig) -> list[list[Transcript]]:
-        """This model and the ``cfg.ensemble`` partners each search with their own settings; their
-        ``ensemble_nbest`` lists are pooled per input and ranked by the sum of every model's CTC
-        log-likelihood (a transcript keeps the tokens and times of the first model that found it)."""
+        """This model and the ``cfg.ensemble`` partners each run a CTC search with their own settings (beam,
+        LM; a hybrid partner's attention decoder is not used); their ``ensemble_nbest`` lists are pooled per
+        input and ranked by the sum of every model's CTC log-likelihood (a transcript keeps the tokens and
+        times of the first model that found it)."""
         members = [(self, replace(cfg, ensemble=(), nbest=cfg.ensemble_nbest))]
-        members += [(p, replace(p.config.decode, nbest=cfg.ensemble_nbest)) for p in map(self.partner, cfg.ensemble)]
+        members += [(p, replace(p.config.decode, mode="ctc", nbest=cfg.ensemble_nbest))
+                    for p in map(self.partner, cfg.ensemble)]
         waves: dict[int, list[Tensor]] = {}  # each file read once per sample rate
         pools: list[dict[str, Transcript]] = [{} for _ in audio]
         per_member: list[list[Tensor]] = []

@@ -194,7 +194,8 @@ def test_ensemble_ranks_the_pooled_nbest_by_summed_ctc_log_likelihoods(trained: 
     for utt, hyps, own in zip(dev, ranked, alone, strict=True):
         assert {h.text for h in hyps} == {h.text for h in own}  # identical members: the pool is one n-best
         log_probs, lens = recognizer.log_probs([recognizer.features(utt.audio)])
-        want = 2 * ctc_log_likelihoods(log_probs[0, : int(lens[0])], recognizer.tokenizer.encode([h.text for h in hyps]))
+        ids = recognizer.tokenizer.encode([h.text for h in hyps])
+        want = 2 * ctc_log_likelihoods(log_probs[0, : int(lens[0])], ids)
         assert torch.allclose(torch.tensor([h.score for h in hyps], dtype=torch.float64), want.double(), atol=1e-4)
         assert all(a.score >= b.score for a, b in zip(hyps, hyps[1:], strict=False))
     assert [row[0].text for row in ranked] == recognizer.transcribe(audio)
