@@ -31,6 +31,7 @@ def test_empty_candidate_is_all_blanks_and_impossible_is_minus_infinity() -> Non
     assert math.isclose(empty, log_probs[:, 0].sum().item(), rel_tol=1e-6)
     assert too_long == -math.inf
     assert repeats == -math.inf  # 1 1 1 needs 5 frames (blanks between the repeats), there are 4
+    assert ctc_log_likelihoods(torch.zeros(0, 3), [[], [1]]).tolist() == [0.0, -math.inf]  # no frames at all
 
 
 def test_rank_sums_models_and_keeps_pool_order_on_ties() -> None:

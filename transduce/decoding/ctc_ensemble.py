@@ -10,6 +10,7 @@ searches. Dimensions: T: frames of one model, V: its vocabulary, N: candidates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,8 @@ def ctc_log_likelihoods(log_probs: Tensor, candidates: Sequence[Sequence[int]], 
     if not candidates:
         return log_probs.new_zeros(0)
     count, frames = len(candidates), log_probs.size(0)
+    if frames == 0:  # audio shorter than one output frame: only the empty text fits, with probability 1
+        return torch.tensor([0.0 if len(c) == 0 else -math.inf for c in candidates])
     longest = max(1, max(len(c) for c in candidates))
     targets = torch.full((count, longest), blank, dtype=torch.long)
     for row, ids in enumerate(candidates):
