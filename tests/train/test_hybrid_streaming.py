@@ -172,7 +172,11 @@ def test_bundled_streaming_model_with_silero_vad_segments_real_speech() -> None:
         segments += stream.accept(recording[start : start + step])
     segments += stream.finalize()
     assert len(segments) == len(rows), [(s.start, s.end, s.text) for s in segments]
-    for seg, (begin, end) in zip(segments, spans, strict=True):  # each segment's words lie in its recording
-        assert seg.start <= seg.times[0] and begin - 0.1 <= seg.times[0] and seg.times[-1] <= end <= seg.end + 0.1
+    # each segment's words lie in its recording (a streaming CTC spike may come a little after the sound that
+    # caused it, but well before the next recording, 1 s later), and within the segment; a segment may end
+    # before its file does, as the recordings end in silence of their own
+    for seg, (begin, end) in zip(segments, spans, strict=True):
+        assert begin - 0.1 <= seg.times[0] and seg.times[-1] <= end + 0.4
+        assert seg.start <= seg.times[0] and seg.times[-1] <= seg.end
     whole = rec.transcribe([folder / name for name, _ in rows], mode="ctc")
     assert cer([s.text for s in segments], whole) < 20.0  # streaming keeps the offline transcripts (nearly)
