@@ -104,9 +104,10 @@ class Recognizer:
         own: dict[str, object] = {
             field: str(folder / name) for field in ("lm", "lexicon")
             if (name := getattr(decode, field)) and not Path(name).is_absolute() and (folder / name).is_file()}
-        if any(not Path(name).is_absolute() and (folder / name).is_dir() for name in decode.ensemble):
-            own["ensemble"] = tuple(os.path.normpath(folder / name) if not Path(name).is_absolute()
-                                    and (folder / name).is_dir() else name for name in decode.ensemble)
+        ensemble = tuple(os.path.normpath(folder / name) if not Path(name).is_absolute() and (folder / name).is_dir()
+                         else name for name in decode.ensemble)
+        if ensemble != decode.ensemble:
+            own["ensemble"] = ensemble
         if own:
             recognizer.config = replace(recognizer.config, decode=replace(decode, **own))  # type: ignore[arg-type]
         return recognizer
