@@ -42,3 +42,10 @@ def test_rank_sums_models_and_keeps_pool_order_on_ties() -> None:
         rank_candidates(texts, [torch.zeros(2)])
     with pytest.raises(ValueError, match="must be"):
         ctc_log_likelihoods(torch.zeros(1, 4, 3), [[1]])
+
+
+def test_only_empty_candidates_score_all_blanks() -> None:
+    torch.manual_seed(1)
+    log_probs = torch.randn(3, 4).log_softmax(-1)
+    got = ctc_log_likelihoods(log_probs, [[], []]).tolist()
+    assert all(math.isclose(v, log_probs[:, 0].sum().item(), rel_tol=1e-6) for v in got)

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from transduce.data.batching import pad
+
 
 def ctc_log_likelihoods(log_probs: Tensor, candidates: Sequence[Sequence[int]], blank: int = 0) -> Tensor:
     """(T, V) CTC log-probs of one utterance, N token-id sequences -> (N,) log p(sequence | utterance).
@@ -31,10 +33,7 @@ def ctc_log_likelihoods(log_probs: Tensor, candidates: Sequence[Sequence[int]], 
     count, frames = len(candidates), log_probs.size(0)
     if frames == 0:  # audio shorter than one output frame: only the empty text fits, with probability 1
         return torch.tensor([0.0 if len(c) == 0 else -math.inf for c in candidates])
-    longest = max(1, max(len(c) for c in candidates))
-    targets = torch.full((count, longest), blank, dtype=torch.long)
-    for row, ids in enumerate(candidates):
-        targets[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+    targets = pad(candidates, blank)  # (N, longest); width 0 when every candidate is empty
     expanded = log_probs.float()[:, None, :].expand(frames, count, log_probs.size(1))  # (T, N, V)
     loss = F.ctc_loss(expanded, targets, torch.full((count,), frames, dtype=torch.long),
                       torch.tensor([len(c) for c in candidates], dtype=torch.long), blank=blank,
