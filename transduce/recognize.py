@@ -20,7 +20,7 @@ from tqdm import tqdm
 from transduce.config import ConfigError, CTCDecodeConfig, RunConfig, from_dict
 from transduce.data.audio import load_audio
 from transduce.data.cmvn import GlobalCMVN
-from transduce.data.features import Fbank
+from transduce.data.features import Fbank, FbankConfig
 from transduce.data.speech_batching import pad_features
 from transduce.data.text import read_lines
 from transduce.data.tokenizer import Tokenizer
@@ -114,12 +114,7 @@ class Recognizer:
 
     def partner(self, name: str) -> Recognizer:
         """The ensemble member at ``name`` (a model folder, found like ``decode.lm``), loaded once."""
-        path = Path(name)
-        if not path.is_dir() and not path.is_absolute() and self.folder is not None:
-            path = self.folder / name
-        if not (path / "config.yaml").is_file() and not (path / "model" / "config.yaml").is_file():
-            also = f" (also looked in {self.folder})" if self.folder else ""
-            raise ConfigError(f"decode.ensemble: {name}: not a model folder{also}")
+        path = self._find(name, "decode.ensemble", model_folder=True)
         if path not in self._partners:
             member = Recognizer.load(path, device=self.device)
             if member.config.decode.ensemble:
@@ -145,15 +140,21 @@ class Recognizer:
             self._fusions[key] = LMFusion(self._lms[lm_path], pieces, cfg.lm_weight, cfg.insertion_bonus, lexicon)
         return self._fusions[key]
 
-    def _find(self, name: str, field: str) -> Path:
-        """A decode file: as given (relative to the working directory), else inside the model folder. (Files named
-        in the model's config were already resolved in its folder by ``load``.)"""
+    def _find(self, name: str, field: str, model_folder: bool = False) -> Path:
+        """A decode file (or with ``model_folder`` a model or run folder): as given (relative to the working
+        directory), else inside the model folder. (Names in the model's config were already resolved in its
+        folder by ``load``.)"""
+        def found(path: Path) -> bool:
+            if model_folder:
+                return (path / "config.yaml").is_file() or (path / "model" / "config.yaml").is_file()
+            return path.is_file()
+
         path = Path(name)
-        if not path.is_file() and not path.is_absolute() and self.folder is not None:
+        if not found(path) and not path.is_absolute() and self.folder is not None:
             path = self.folder / name
-        if not path.is_file():
+        if not found(path):
             also = f" (also looked in {self.folder})" if self.folder else ""
-            raise ConfigError(f"{field}: {name}: no such file{also}")
+            raise ConfigError(f"{field}: {name}: {'not a model folder' if model_folder else 'no such file'}{also}")
         return path
 
     def features(self, audio: Audio) -> Tensor:
@@ -195,13 +196,13 @@ class Recognizer:
         self._check_mode(cfg)
         if cfg.ensemble:
             return self._ensemble_search(audio, cfg)
-        return [nbest for nbest, _ in self._search(audio, cfg)]
+        return [nbest for nbest, _ in self._search([self.features(a) for a in audio], cfg)]
 
     @torch.no_grad()
-    def _search(self, audio: Sequence[Audio], cfg: CTCDecodeConfig,
+    def _search(self, feats: list[Tensor], cfg: CTCDecodeConfig,
                 keep_log_probs: bool = False) -> list[tuple[list[Transcript], Tensor | None]]:
-        """Per input, in input order: n-best transcripts and (with ``keep_log_probs``) CTC log-probs (T', V)."""
-        feats = [self.features(a) for a in audio]
+        """Per feature matrix (T, F), in input order: n-best transcripts and (with ``keep_log_probs``) CTC
+        log-probs (T', V)."""
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))  # similar lengths together
         results: list[tuple[list[Transcript], Tensor | None]] = [([], None) for _ in feats]
         with tqdm(total=len(feats), desc="transcribe", unit="utt", disable=None, leave=False) as bar:
@@ -223,14 +224,15 @@ class Recognizer:
         members = [(self, replace(cfg, ensemble=(), nbest=cfg.ensemble_nbest))]
         members += [(p, replace(p.config.decode, mode="ctc", nbest=cfg.ensemble_nbest))
                     for p in map(self.partner, cfg.ensemble)]
-        waves: dict[int, list[Tensor]] = {}  # each file read once per sample rate
+        computed: list[tuple[FbankConfig, list[Tensor]]] = []  # features once per front end
         pools: list[dict[str, Transcript]] = [{} for _ in audio]
         per_member: list[list[Tensor]] = []
         for member, member_cfg in members:
-            if member.sample_rate not in waves:
-                waves[member.sample_rate] = [a if isinstance(a, Tensor) else load_audio(a, member.sample_rate)
-                                             for a in audio]
-            found = member._search(waves[member.sample_rate], member_cfg, keep_log_probs=True)
+            feats = next((f for front, f in computed if front == member.fbank.cfg), None)
+            if feats is None:
+                feats = [member.features(a) for a in audio]
+                computed.append((member.fbank.cfg, feats))
+            found = member._search(feats, member_cfg, keep_log_probs=True)
             for pool, (nbest, _) in zip(pools, found, strict=True):
                 for hyp in nbest:
                     pool.setdefault(hyp.text, hyp)
