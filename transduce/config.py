@@ -166,6 +166,8 @@ class SpeechDataConfig:
     """Probability of adding white noise to an utterance."""
     snr_range: tuple[float, float] = (10.0, 30.0)
     """SNR range (dB) of the added noise."""
+    vtlp_warp: float = 0.0
+    """Vocal tract length perturbation: filterbanks warped by a factor uniform in [1 - w, 1 + w] (0 = off)."""
     freq_masks: int = 2
     """SpecAugment frequency masks."""
     freq_width: int = 27

@@ -13,6 +13,7 @@ from transduce.data.augment import (
     add_noise,
     augment_wave,
     sample_spec_masks,
+    sample_vtlp_warp,
     spec_augment,
     speed_perturb,
     warp_time,
@@ -123,3 +124,14 @@ def test_augment_wave_decisions():
         if out.numel() == wave.numel():  # factor 1.0: only the noise was added
             assert _snr_db(wave, out) == pytest.approx(5.0, abs=0.01)
     assert lengths == {round(8000 / f) for f in (0.9, 1.0, 1.1)}
+
+
+def test_vtlp_warp_draws_within_range_and_off_draws_nothing():
+    generator = _gen(0)
+    warps = [sample_vtlp_warp(AugmentConfig(vtlp_warp=0.1), generator) for _ in range(2000)]
+    assert 0.9 <= min(warps) < 0.91 and 1.09 < max(warps) <= 1.1
+    state = generator.get_state()
+    assert sample_vtlp_warp(AugmentConfig(), generator) == 1.0
+    assert torch.equal(generator.get_state(), state)  # off: earlier runs keep their random streams
+    with pytest.raises(ValueError, match="vtlp_warp"):
+        sample_vtlp_warp(AugmentConfig(vtlp_warp=0.5), generator)

@@ -15,7 +15,9 @@ from transduce.data.features import (
     StreamingFbank,
     fbank_stream_step,
     init_fbank_state,
+    mel_matrix,
     num_frames,
+    vtln_warp_freq,
 )
 
 
@@ -155,3 +157,42 @@ def test_cmvn_floor_and_state_dict():
     torch.testing.assert_close(fresh(x), module(x))
     with pytest.raises(ValueError, match="empty"):
         _ = CMVNStats(2).mean
+
+
+def test_vtln_warp_is_kaldis_piecewise_linear_map():
+    freq = torch.tensor([0.0, 20.0, 60.0, 110.0, 1000.0, 3000.0, 6000.0, 7000.0, 7300.0, 7600.0, 7900.0],
+                        dtype=torch.float64)
+    for warp in (0.85, 0.9, 1.1, 1.15):
+        out = vtln_warp_freq(freq, warp, 20.0, 7600.0, vtln_high=7500.0)
+        inner_low, inner_high = 100.0 * max(1.0, warp), 7500.0 * min(1.0, warp)
+        for f, g in zip(freq.tolist(), out.tolist(), strict=True):
+            if f < 20.0 or f > 7600.0:
+                expected = f  # outside the filterbank: untouched
+            elif f < inner_low:  # the line from (20, 20) to (inner_low, inner_low / warp)
+                expected = 20.0 + (f - 20.0) * (inner_low / warp - 20.0) / (inner_low - 20.0)
+            elif f < inner_high:
+                expected = f / warp
+            else:  # the line from (inner_high, inner_high / warp) to (7600, 7600)
+                expected = 7600.0 + (f - 7600.0) * (7600.0 - inner_high / warp) / (7600.0 - inner_high)
+            assert g == pytest.approx(expected, abs=1e-9), (warp, f)
+        dense = vtln_warp_freq(torch.linspace(20.0, 7600.0, 5000, dtype=torch.float64), warp, 20.0, 7600.0)
+        assert torch.all(dense.diff() > 0)  # increasing, so filters keep their order
+        assert dense[0] == pytest.approx(20.0) and dense[-1] == pytest.approx(7600.0)
+    with pytest.raises(ValueError, match="positive"):
+        vtln_warp_freq(freq, 0.0, 20.0, 7600.0)
+
+
+def test_warped_filterbank_hears_a_tone_as_the_tone_times_the_warp():
+    """The warped filter that sat at f Hz sits at f / warp: a tone at f reads like a tone at f * warp."""
+    cfg = FbankConfig()
+    fbank = Fbank(cfg)
+    torch.testing.assert_close(mel_matrix(cfg, 1.0), fbank.mel, rtol=0, atol=0)
+    for warp in (0.88, 1.12):
+        mel = mel_matrix(cfg, warp)
+        assert mel.shape == fbank.mel.shape
+        for tone in (1000.0, 1700.0, 3100.0, 5000.0):  # where the shift is over a filter wide
+            warped = fbank(_sine(0.5, cfg.sample_rate, tone), mel).mean(0)  # (M,)
+            plain = fbank(_sine(0.5, cfg.sample_rate, tone * warp)).mean(0)
+            unwarped = fbank(_sine(0.5, cfg.sample_rate, tone)).mean(0)
+            assert warped.argmax() == plain.argmax(), (warp, tone)
+            assert abs(int(warped.argmax()) - int(unwarped.argmax())) >= 2, (warp, tone)

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from transduce.data.audio import load_audio
-from transduce.data.augment import AugmentConfig, SpecAugmentConfig
+from transduce.data.augment import AugmentConfig, SpecAugmentConfig, sample_vtlp_warp
 from transduce.data.cmvn import CMVNStats
-from transduce.data.features import Fbank, FbankConfig
+from transduce.data.features import Fbank, FbankConfig, mel_matrix
 from transduce.data.manifest import read_manifest
 from transduce.data.speech_batching import (
     SpeechCollator,
+    batch_seed,
     iterate_speech,
     make_speech_batches,
     utterance_frames,
@@ -83,3 +84,21 @@ def test_spec_augment_masks_hit_the_training_mean(tones: Path) -> None:
     assert changed.any()
     torch.testing.assert_close(feats[:, changed], stats.mean.float()[changed].expand(feats.size(0), -1),
                                rtol=0, atol=1e-4)
+
+
+def test_vtlp_warps_each_utterance_by_a_seeded_factor(tones: Path) -> None:
+    """With VTLP alone, an utterance's features are the filterbank with one warped mel matrix."""
+    utts = read_manifest(tones / "train.jsonl")
+    stats = _stats(utts)
+    no_masks = SpecAugmentConfig(freq_masks=0, time_masks=0)
+    augment = AugmentConfig(speed_factors=(), vtlp_warp=0.15, spec=no_masks)
+    feats = SpeechCollator(utts, [[1]] * len(utts), fbank=FBANK, augment=augment, cmvn=stats, seed=4)([1]).feats[0]
+    # no speed or noise draws come first, so the batch's generator draws the warp first
+    warp = sample_vtlp_warp(augment, torch.Generator().manual_seed(batch_seed(4, 0, [1])))
+    assert 0.85 <= warp <= 1.15 and warp != 1.0
+    wave = load_audio(utts[1].audio)
+    fbank = Fbank(FBANK)
+    torch.testing.assert_close(feats, fbank(wave, mel_matrix(FBANK, warp)), rtol=0, atol=1e-4)
+    assert (fbank(wave) - feats).abs().max() > 0.1
+    again = SpeechCollator(utts, [[1]] * len(utts), fbank=FBANK, augment=augment, cmvn=stats, seed=4)([1]).feats[0]
+    torch.testing.assert_close(again, feats, rtol=0, atol=0)

@@ -68,6 +68,9 @@ def test_speech_model_info_and_errors(trained: Path, capsys, tmp_path: Path) -> 
     bad.write_bytes(b"not audio at all")
     assert main(["transcribe", "--model", str(trained / "run"), str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
+    assert main(["train", str(ROOT / "recipes" / "tiny-tones-ctc.yaml"), "--out", str(tmp_path / "run"),
+                 "--set", f"data.dir={trained / 'data'}", "--set", "data.vtlp_warp=0.5"]) == 2
+    assert "data.vtlp_warp: expected a value in [0, 0.5), got 0.5" in capsys.readouterr().err
 
 
 def test_resume_of_ctc_run_matches_uninterrupted(tmp_path: Path) -> None:

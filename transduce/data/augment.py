@@ -1,4 +1,5 @@
-"""Data augmentation: speed perturbation and additive noise on waveforms, SpecAugment on features.
+"""Data augmentation: speed perturbation and additive noise on waveforms, vocal tract length
+perturbation of the filterbank, SpecAugment on features.
 
 Every random decision draws from an explicit ``torch.Generator`` (never the global RNG), so a batch is
 reproducible from its seed. Dimensions: N: samples, T: frames, F: feature bins.
@@ -39,6 +40,9 @@ class AugmentConfig:
     """Probability of adding noise to an utterance."""
     snr_range: tuple[float, float] = (10.0, 30.0)
     """Signal-to-noise ratio in dB, drawn uniformly from this range."""
+    vtlp_warp: float = 0.0
+    """Vocal tract length perturbation: each utterance's filterbank is warped by a factor drawn uniformly
+    from [1 - vtlp_warp, 1 + vtlp_warp] (Jaitly and Hinton 2013; Kaldi's VTLN map); 0 disables."""
     spec: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     """SpecAugment settings, applied to normalized features."""
 
@@ -135,6 +139,15 @@ def add_noise(wave: torch.Tensor, noise: torch.Tensor, snr_db: float, generator:
         return wave
     scale = torch.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
     return (wave.to(torch.float64) + scale * segment.to(wave.device)).to(wave.dtype)
+
+
+def sample_vtlp_warp(cfg: AugmentConfig, generator: torch.Generator) -> float:
+    """A warp factor uniform in [1 - vtlp_warp, 1 + vtlp_warp]; 1.0 without drawing when VTLP is off."""
+    if not 0.0 <= cfg.vtlp_warp < 0.5:
+        raise ValueError(f"vtlp_warp must be in [0, 0.5), got {cfg.vtlp_warp}")
+    if cfg.vtlp_warp == 0.0:
+        return 1.0
+    return _uniform(1.0 - cfg.vtlp_warp, 1.0 + cfg.vtlp_warp, generator)
 
 
 def augment_wave(

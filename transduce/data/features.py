@@ -81,8 +81,40 @@ def _mel(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
 
 
-def mel_matrix(cfg: FbankConfig) -> torch.Tensor:
-    """(K, M) Kaldi triangular filters on the mel scale; the Nyquist bin gets weight 0 as in Kaldi."""
+def _inverse_mel(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * torch.expm1(mel / 1127.0)
+
+
+def vtln_warp_freq(freq: torch.Tensor, warp: float, low: float, high: float,
+                   vtln_low: float = 100.0, vtln_high: float | None = None) -> torch.Tensor:
+    """Kaldi's piecewise-linear VTLN warp of frequencies (Hz) inside [low, high]; others pass unchanged.
+
+    Between the inflection points the map is ``f / warp``; below ``vtln_low * max(1, warp)`` and above
+    ``vtln_high * min(1, warp)`` straight lines join it to the fixed ends ``low`` and ``high``, so the
+    map is continuous, increasing and keeps the filterbank's range. ``vtln_high`` defaults to
+    ``high - 500``; :func:`mel_matrix` passes Nyquist - 500, Kaldi's ``--vtln-high=-500``.
+    """
+    if warp <= 0:
+        raise ValueError(f"VTLN warp factor must be positive, got {warp}")
+    vtln_high = high - 500.0 if vtln_high is None else vtln_high
+    if not low < vtln_low < vtln_high < high:
+        raise ValueError(f"need low < vtln_low < vtln_high < high, got {low}, {vtln_low}, {vtln_high}, {high}")
+    inner_low, inner_high = vtln_low * max(1.0, warp), vtln_high * min(1.0, warp)
+    scale = 1.0 / warp
+    slope_low = (scale * inner_low - low) / (inner_low - low)
+    slope_high = (high - scale * inner_high) / (high - inner_high)
+    out = torch.where(freq < inner_high, scale * freq, high + slope_high * (freq - high))
+    out = torch.where(freq < inner_low, low + slope_low * (freq - low), out)
+    return torch.where((freq < low) | (freq > high), freq, out)
+
+
+def mel_matrix(cfg: FbankConfig, warp: float = 1.0) -> torch.Tensor:
+    """(K, M) Kaldi triangular filters on the mel scale; the Nyquist bin gets weight 0 as in Kaldi.
+
+    ``warp`` != 1 moves the filter edges with Kaldi's VTLN map (:func:`vtln_warp_freq`): the filter
+    that sat at ``f`` Hz sits at ``f / warp``, so a speaker's formants at ``f`` read as formants at
+    ``f * warp`` would without warping (vocal tract length perturbation when drawn at random).
+    """
     nyquist = 0.5 * cfg.sample_rate
     high = cfg.high_freq + nyquist if cfg.high_freq <= 0 else cfg.high_freq
     if not (0.0 <= cfg.low_freq < nyquist and 0.0 < high <= nyquist and cfg.low_freq < high):
@@ -90,6 +122,8 @@ def mel_matrix(cfg: FbankConfig) -> torch.Tensor:
     mel_low, mel_high = (_mel(torch.tensor(f, dtype=torch.float64)) for f in (cfg.low_freq, high))
     delta = (mel_high - mel_low) / (cfg.num_mel_bins + 1)
     edges = mel_low + delta * torch.arange(cfg.num_mel_bins + 2, dtype=torch.float64)  # (M + 2,)
+    if warp != 1.0:
+        edges = _mel(vtln_warp_freq(_inverse_mel(edges), warp, cfg.low_freq, high, vtln_high=nyquist - 500.0))
     left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1) each
     fft_mel = _mel(cfg.sample_rate / cfg.n_fft * torch.arange(cfg.n_fft // 2, dtype=torch.float64))[None]  # (1, K-1)
     up, down = (fft_mel - left) / (center - left), (right - fft_mel) / (right - center)  # (M, K-1)
@@ -113,7 +147,8 @@ class Fbank(nn.Module):
         self.register_buffer("window", frame_window(self.cfg), persistent=False)
         self.register_buffer("mel", mel_matrix(self.cfg), persistent=False)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, mel: torch.Tensor | None = None) -> torch.Tensor:
+        """``mel``: (K, M) filters to use instead of the module's (a VTLN-warped :func:`mel_matrix`)."""
         cfg = self.cfg
         if wave.dim() not in (1, 2):
             raise ValueError(f"wave must be (N,) or (B, N), got shape {tuple(wave.shape)}")
@@ -130,7 +165,7 @@ class Fbank(nn.Module):
             frames = frames - cfg.preemph * previous
         spectrum = torch.fft.rfft(frames * self.window, n=cfg.n_fft)  # (B, T, K)
         power = spectrum.abs() ** 2
-        out = torch.matmul(power, self.mel).clamp_min(cfg.eps).log()  # (B, T, M)
+        out = torch.matmul(power, self.mel if mel is None else mel.to(power)).clamp_min(cfg.eps).log()  # (B, T, M)
         return out if batched else out[0]
 
 

@@ -18,10 +18,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from transduce.data.audio import load_audio
-from transduce.data.augment import AugmentConfig, augment_wave, spec_augment
+from transduce.data.augment import AugmentConfig, augment_wave, sample_vtlp_warp, spec_augment
 from transduce.data.batching import ignore_stop_signals, make_batches, pad
 from transduce.data.cmvn import CMVNStats
-from transduce.data.features import Fbank, FbankConfig, num_frames
+from transduce.data.features import Fbank, FbankConfig, mel_matrix, num_frames
 from transduce.data.manifest import Utterance
 from transduce.data.tokenizer import PAD
 from transduce.nn.masks import padding_mask
@@ -92,10 +92,13 @@ class SpeechCollator:
     def features(self, i: int, generator: torch.Generator | None) -> Tensor:
         """(T, F) filterbank of utterance ``i`` (augmented when a generator is given)."""
         wave = load_audio(self.utts[i].audio, self.sample_rate)
+        mel = None
         if generator is not None and self.augment is not None:
             wave = augment_wave(wave, self.sample_rate, self.augment, generator)
+            warp = sample_vtlp_warp(self.augment, generator)
+            mel = None if warp == 1.0 else mel_matrix(self.fbank.cfg, warp)
         with torch.no_grad():
-            feats = self.fbank(wave)
+            feats = self.fbank(wave, mel)
         if generator is not None and self.augment is not None and feats.size(0) > 0:
             assert self.mean is not None and self.std is not None
             offset = self.mean + (feats.mean(0) if self.utterance_norm else 0.0)

@@ -42,7 +42,7 @@ def augment_config(data: SpeechDataConfig) -> AugmentConfig:
     spec = SpecAugmentConfig(freq_masks=data.freq_masks, freq_width=data.freq_width, time_masks=data.time_masks,
                              time_width=data.time_width, time_mask_ratio=data.time_ratio, time_warp=data.time_warp)
     return AugmentConfig(speed_factors=data.speed_factors, noise_prob=data.noise_prob, snr_range=data.snr_range,
-                         spec=spec)
+                         vtlp_warp=data.vtlp_warp, spec=spec)
 
 
 def estimate_cmvn(utts: list[Utterance], data: SpeechDataConfig, log: Callable[[str], None],
@@ -93,6 +93,8 @@ class CTCTask:
     def __init__(self, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> None:
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         data: SpeechDataConfig = cfg.data
+        if not 0.0 <= data.vtlp_warp < 0.5:
+            raise ConfigError(f"data.vtlp_warp: expected a value in [0, 0.5), got {data.vtlp_warp}")
         folder = Path(data.dir)
         train, self.valid = read_manifests(folder, data.train), read_manifest(folder / data.valid)
         self.tokenizer = self._tokenizer([u.text for u in train])
