@@ -64,7 +64,7 @@ def load_model_dir(folder: Path) -> tuple[TransformerSeq2Seq, Tokenizer, DecodeC
         from transduce.translate import Translator
     except ImportError:
         return own_loader(folder)
-    translator = Translator.load(folder)
+    translator = Translator.load(folder, ensemble=())  # one model, even where its config names an ensemble
     config = getattr(translator, "config", None)
     decode = config.decode if config is not None else DecodeConfig()
     return translator.model.eval(), translator.tokenizers.src, decode, "Translator.load"

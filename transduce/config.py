@@ -132,6 +132,9 @@ class DecodeConfig:
     coverage_penalty: float = 0.0
     """GNMT coverage penalty beta (Wu et al. 2016) in beam search, 0 = off; needs a model that
     returns cross-attention weights (RNN and Transformer translation models do)."""
+    ensemble: tuple[str, ...] = ()
+    """Other translation model folders with the same tokenizers, searched together with this model
+    (next-token probabilities averaged at each step); a relative path is resolved in the model folder."""
 
 
 @dataclass(kw_only=True)

@@ -50,6 +50,20 @@ def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq | rnn.RNNSeq2Se
     return model.eval(), toks, cfg, card
 
 
+def _config_members(folder: Path, names: Sequence[str]) -> list[Path]:
+    """``decode.ensemble`` entries as model folders: relative to ``folder`` first, then as given."""
+    members = []
+    for name in names:
+        for candidate in (folder / name, Path(name)):
+            if (candidate / "model.safetensors").is_file() or (candidate / "model" / "model.safetensors").is_file():
+                members.append(candidate)
+                break
+        else:
+            raise ValueError(f"{folder / 'config.yaml'}: decode.ensemble: {name} is not a model folder "
+                             f"(looked in {folder} and the working directory)")
+    return members
+
+
 def _pieces(tokenizer: Tokenizer) -> list[str]:
     return tokenizer.id_to_piece(list(range(len(tokenizer))))
 
@@ -64,22 +78,28 @@ class Translator:
         self.device = device
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] = ()) -> Translator:
+    def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] | None = None) -> Translator:
         """The model in ``path``; with ``ensemble``, those models too, searched as one (their next-token
-        probabilities averaged). Every member must have the same tokenizers; search settings and card
-        come from ``path``."""
+        probabilities averaged). ``None`` takes the members the model's ``decode.ensemble`` names (resolved in
+        its folder), ``()`` loads the model alone. Every member must have the same tokenizers; search settings
+        and card come from ``path``."""
         single, tokenizers, config, card = load_model_dir(path)
+        if ensemble is None:
+            ensemble = _config_members(resolve_model_dir(path), config.decode.ensemble)
         model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
         if ensemble:
             members: list[torch.nn.Module] = [single]
             for other in ensemble:
-                member, other_toks, _, _ = load_model_dir(other)
+                member, other_toks, other_cfg, _ = load_model_dir(other)
+                if other_cfg.decode.ensemble:
+                    raise ValueError(f"{other}: names an ensemble of its own (decode.ensemble); members decode alone")
                 for side in ("src", "tgt"):
                     if _pieces(getattr(other_toks, side)) != _pieces(getattr(tokenizers, side)):
                         raise ValueError(f"{other}: its {side} vocabulary differs from {path}'s; "
                                          "ensembled models must share their tokenizers")
                 members.append(member)
             model = Ensemble(members).eval()
+        config = replace(config, decode=replace(config.decode, ensemble=tuple(str(p) for p in ensemble)))
         return cls(model, tokenizers, config, card, device=device)
 
     def search(self, sentences: list[str], **overrides: object) -> list[list[Hypothesis]]:

@@ -73,6 +73,69 @@ def test_ensemble_of_a_model_with_itself_translates_like_it_and_vocabularies_mus
     assert code == 2 and "vocabulary differs" in err and str(other) in err
 
 
+def _perturbed_copy(model: Path, out: Path, seed: int) -> Path:
+    """A copy of a model folder whose weights carry a little noise: same tokenizers, other scores."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model, out)
+    gen = torch.Generator().manual_seed(seed)
+    state = load_file(str(out / "model.safetensors"))
+    save_file({k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in state.items()},
+              str(out / "model.safetensors"))
+    return out
+
+
+def _set_ensemble(model: Path, members: list[str]) -> None:
+    import yaml
+
+    config = yaml.safe_load((model / "config.yaml").read_text())
+    config["decode"]["ensemble"] = members
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_decode_ensemble_in_the_config_is_searched_by_default(trained: Path, capsys, tmp_path: Path) -> None:
+    from transduce.decoding.ensemble import Ensemble
+    from transduce.translate import Translator
+
+    main_dir = _perturbed_copy(trained / "run" / "model", tmp_path / "main", seed=1)
+    partner = _perturbed_copy(trained / "run" / "model", tmp_path / "partner", seed=2)
+    sentence = ["a b c d e"]
+    nbest = ["--nbest", "3", *sentence]
+    _, alone, _ = run(["translate", "--model", str(main_dir), *nbest], capsys)
+    _, explicit, _ = run(["translate", "--model", str(main_dir), "--ensemble", str(partner), *nbest], capsys)
+    assert alone != explicit  # the partner changes the scores
+    _set_ensemble(main_dir, ["../partner"])  # resolved in the model folder, not the working directory
+    code, default, _ = run(["translate", "--model", str(main_dir), *nbest], capsys)
+    assert code == 0 and default == explicit
+    assert run(["translate", "--model", str(main_dir), "--ensemble", "none", *nbest], capsys)[1] == alone
+    translator = Translator.load(main_dir)
+    assert isinstance(translator.model, Ensemble)
+    assert translator.config.decode.ensemble == (str(main_dir / "../partner"),)
+    assert not isinstance(Translator.load(main_dir, ensemble=()).model, Ensemble)
+    data = trained / "data"
+    code, out, _ = run(["evaluate", "--model", str(main_dir), "--src", str(data / "test.src"),
+                        "--ref", str(data / "test.tgt"), "--lang", "en"], capsys)
+    assert code == 0 and json.loads(out)["ensemble"] == [str(main_dir / "../partner")]
+    code, out, _ = run(["info", str(main_dir)], capsys)
+    assert code == 0 and "ensembled with ../partner" in out
+
+
+def test_decode_ensemble_errors_name_the_field(trained: Path, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    main_dir = shutil.copytree(trained / "run" / "model", tmp_path / "main")
+    _set_ensemble(main_dir, ["missing"])
+    code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
+    assert code == 2 and "decode.ensemble: missing is not a model folder" in err and "config.yaml" in err
+    partner = shutil.copytree(main_dir, tmp_path / "partner")  # names an ensemble of its own
+    _set_ensemble(main_dir, [str(partner)])
+    code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
+    assert code == 2 and "ensemble of its own" in err and str(partner) in err
+
+
 def test_nbest_prints_k_scored_lines(trained: Path, capsys) -> None:
     code, out, _ = run(["translate", "--model", str(trained / "run"), "--nbest", "3", "a b c d"], capsys)
     assert code == 0

@@ -70,10 +70,12 @@ def _decode_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _load_translator(path: str, ensemble: list[str] | None = None):
+    """``ensemble``: --ensemble values; none given = the model's own decode.ensemble, ["none"] = the model alone."""
     from transduce.translate import Translator
 
+    members = None if not ensemble else () if ensemble == ["none"] else tuple(ensemble)
     try:
-        return Translator.load(path, ensemble=ensemble or ())
+        return Translator.load(path, ensemble=members)
     except ValueError as err:  # weights that do not fit the config, ensemble vocabularies that differ
         raise UsageError(str(err)) from None
 
@@ -88,9 +90,9 @@ def translate(args: argparse.Namespace) -> int:
         lines = [line.rstrip("\n") for line in sys.stdin]
     if args.plot_attention is None and (args.attention_layer is not None or args.attention_head is not None):
         raise UsageError("--attention-layer/--attention-head choose what --plot-attention draws; give --plot-attention")
-    if args.plot_attention is not None and args.ensemble:
+    if args.plot_attention is not None and args.ensemble not in ([], ["none"]):
         raise UsageError("--plot-attention draws one model's attention; leave out --ensemble")
-    translator = _load_translator(args.model, args.ensemble)
+    translator = _load_translator(args.model, ["none"] if args.plot_attention is not None else args.ensemble)
     overrides = _decode_overrides(args)
     if args.plot_attention is not None:
         _check_attention(translator, args)
@@ -135,7 +137,7 @@ def align(args: argparse.Namespace) -> int:
     src, tgt = read_lines(args.src), read_lines(args.tgt)
     if len(src) != len(tgt):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
-    translator = _load_translator(args.model)
+    translator = _load_translator(args.model, ["none"])  # attention of one model
     _check_attention(translator, args)
     alignments = align_texts(translator, src, tgt, layer=args.attention_layer, head=args.attention_head,
                              batch_size=args.batch_size)
@@ -187,6 +189,7 @@ def evaluate(args: argparse.Namespace) -> int:
         "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
         "sentences": len(src),
         "beam": _decode_overrides(args).get("beam", translator.config.decode.beam),
+        **({"ensemble": list(translator.config.decode.ensemble)} if translator.config.decode.ensemble else {}),
         "seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 1),
     }
@@ -249,6 +252,9 @@ def info(args: argparse.Namespace) -> int:
               f"{m.heads} heads, {'pre' if m.pre_norm else 'post'}-LN, {params / 1e6:.2f}M parameters")
     print(f"{cfg.data.src_lang}->{cfg.data.tgt_lang}, vocabulary {len(toks.src)}/{len(toks.tgt)} "
           f"({cfg.data.tokenizer}, {'joint' if cfg.data.joint_vocab else 'separate'})")
+    d = cfg.decode
+    members = f", ensembled with {', '.join(d.ensemble)}" if d.ensemble else ""
+    print(f"decodes by default with beam {d.beam}, length penalty {d.len_penalty} ({d.len_penalty_style}){members}")
     if card:
         print(json.dumps(card, indent=2))
     return 0

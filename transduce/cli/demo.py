@@ -21,7 +21,9 @@ def translate_examples() -> None:
     outputs = translator.translate(examples, beam=5)
     done = time.perf_counter()
     card = translator.card
-    print(f"model: {model_dir.relative_to(ROOT)} "
+    members = translator.config.decode.ensemble
+    searched = f", ensembled with {', '.join(Path(m).name for m in members)}" if members else ""
+    print(f"model: {model_dir.relative_to(ROOT)}{searched} "
           f"(test_2016 BLEU {card.get('test_2016_flickr', {}).get('bleu_tok_lc', '?')}, tokenized lowercased)")
     for src, out in zip(examples, outputs, strict=False):
         print(f"  en: {src}\n  de: {out}\n")

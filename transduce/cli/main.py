@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--input", action="append", default=[], help="input file (repeatable)")
     tr.add_argument("--coverage-penalty", type=float, help="GNMT coverage penalty beta in beam search (0 = off)")
     tr.add_argument("--ensemble", action="append", default=[], metavar="DIR",
-                    help="another model with the same tokenizers, searched together with --model (repeatable)")
+                    help="another model with the same tokenizers, searched together with --model (repeatable; "
+                         "replaces the model's decode.ensemble; 'none' = this model alone)")
     tr.add_argument("--plot-attention", metavar="DIR",
                     help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
     attention_options(tr)
