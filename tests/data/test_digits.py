@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from transduce.data.digits import WORDS, download_fsdd, extract_recordings, prepare_digits, tts_takes
+from transduce.data.digits import (
+    WORDS,
+    band_limit,
+    download_fsdd,
+    extract_recordings,
+    prepare_digits,
+    recording_rate,
+    tts_takes,
+)
 from transduce.data.manifest import read_manifest
 from transduce.data.text import DataError
 
@@ -147,6 +155,7 @@ def test_tts_speakers_add_training_utterances_only(fsdd: Path, tmp_path: Path) -
         assert len(words) * 0.15 < u.duration < len(words) * 1.5 + 1.0  # spoken words, not silence
     assert {u.speaker for u in read_manifest(tmp_path / "tts" / "dev.jsonl")} == {"bob"}
     assert "tts_voices=" in (tmp_path / "tts" / "README.txt").read_text()
+    assert "tts_full_band=False" in (tmp_path / "tts" / "README.txt").read_text()
 
 
 @needs_espeak
@@ -160,6 +169,35 @@ def test_tts_takes_speak_each_digit_in_every_style() -> None:
             assert 0.15 < len(wave) / RATE < 1.5 and np.abs(wave).max() > 0.05  # trimmed, audible
     # styles differ: the same word is not spoken identically three times
     assert len({len(w) for w in per_digit[3]}) > 1
+
+
+def _share_above(wave: np.ndarray, hz: float, rate: int = RATE) -> float:
+    power = np.abs(np.fft.rfft(wave.astype(np.float64))) ** 2
+    return float(power[np.fft.rfftfreq(len(wave), 1 / rate) > hz].sum() / power.sum())
+
+
+def test_band_limit_removes_what_an_8_khz_recording_cannot_hold(fsdd: Path) -> None:
+    t = np.arange(RATE) / RATE
+    low, high = np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 6000 * t)
+    out = band_limit((low + high).astype(np.float32), RATE, 8000)
+    assert out.shape == low.shape and out.dtype == np.float32
+    assert _share_above(out, 4000) < 1e-6  # the 6 kHz tone is gone ...
+    middle = slice(RATE // 10, -RATE // 10)  # (away from the resampler's edges)
+    assert np.abs(out[middle] - low[middle]).max() < 1e-2  # ... and the 1 kHz tone passes unchanged
+    wide = (low + high).astype(np.float32)
+    assert band_limit(wide, RATE, RATE) is wide
+    assert recording_rate(fsdd) == 8000
+
+
+@needs_espeak
+def test_tts_takes_are_band_limited_like_the_recordings() -> None:
+    """Band-limited TTS takes (the default in prepare_digits) have no energy above 4 kHz, where the full-band
+    takes of the same words do (fricatives): synthetic speakers must not carry cues real 8 kHz ones lack."""
+    full = tts_takes(["espeak:en-us"], styles=1, sample_rate=RATE)["tts:espeak:en-us"]
+    narrow = tts_takes(["espeak:en-us"], styles=1, sample_rate=RATE, band_rate=8000)["tts:espeak:en-us"]
+    six_full, six_narrow = full[6][0], narrow[6][0]
+    assert six_full.shape == six_narrow.shape
+    assert _share_above(six_full, 4200) > 1e-2 and _share_above(six_narrow, 4200) < 1e-5
 
 
 def test_tts_options_are_checked(fsdd: Path, tmp_path: Path) -> None:

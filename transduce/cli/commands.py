@@ -32,7 +32,8 @@ def data(args: argparse.Namespace) -> int:
         voices = TRAIN_VOICES if args.tts_voices == "default" else _names(args.tts_voices)
         prepare_digits(args.out, source=args.source, seed=args.seed, dev_speakers=_names(args.dev_speakers),
                        test_speakers=_names(args.test_speakers), tts_voices=voices if args.tts_utterances else (),
-                       tts_utterances=args.tts_utterances, tts_styles=args.tts_styles, workers=args.workers)
+                       tts_utterances=args.tts_utterances, tts_styles=args.tts_styles,
+                       tts_full_band=args.tts_full_band, workers=args.workers)
     elif args.dataset == "captions":
         from transduce.data.captions import prepare_captions
 

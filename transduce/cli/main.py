@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     digits.add_argument("--tts-voices", default="default",
                         help="comma-separated ENGINE:VOICE[+VARIANT] (default: the captions training voices)")
     digits.add_argument("--tts-styles", type=int, default=6, help="random speaking styles per TTS voice")
+    digits.add_argument("--tts-full-band", action="store_true",
+                        help="keep the TTS takes' full band (default: band-limited to the recordings' rate, 8 kHz)")
     digits.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
     caps = data.add_parser("captions", help="Multi30k English captions spoken by TTS voices (split by voice)")
     caps.add_argument("--out", required=True, help="output folder")

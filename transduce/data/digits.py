@@ -19,6 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import soundfile as sf
+import soxr
 import torch
 from tqdm import tqdm
 
@@ -108,6 +110,15 @@ def _trim(wave: np.ndarray, rate: int) -> np.ndarray:
     return wave[max(0, loud[0] * hop - margin): min(len(wave), (loud[-1] + 1) * hop + margin)]
 
 
+def recording_rate(folder: Path) -> int:
+    """The lowest sample rate among the ``D_SPEAKER_N.wav`` recordings in ``folder/recordings`` (FSDD: 8000)."""
+    rates = {sf.info(str(path)).samplerate for path in (folder / "recordings").glob("*.wav")
+             if _NAME.fullmatch(path.name)}
+    if not rates:
+        raise DataError(f"{folder / 'recordings'}: no D_SPEAKER_N.wav recordings")
+    return min(rates)
+
+
 def load_takes(folder: Path, sample_rate: int) -> dict[str, list[list[np.ndarray]]]:
     """{speaker: [takes of digit 0, ..., takes of digit 9]}: trimmed waveforms, takes ordered by index."""
     found: dict[str, list[list[tuple[int, Path]]]] = {}
@@ -128,12 +139,23 @@ def load_takes(folder: Path, sample_rate: int) -> dict[str, list[list[np.ndarray
     return takes
 
 
+def band_limit(wave: np.ndarray, sample_rate: int, band_rate: int) -> np.ndarray:
+    """``wave`` through a ``band_rate`` channel: resampled down to it and back (soxr HQ), so nothing is left
+    above ``band_rate / 2`` Hz, as in a recording made at that rate; unchanged when ``band_rate >= sample_rate``."""
+    if band_rate >= sample_rate:
+        return wave
+    narrow = soxr.resample(wave, sample_rate, band_rate, quality="HQ")
+    return soxr.resample(narrow, band_rate, sample_rate, quality="HQ")[: len(wave)].astype(wave.dtype)
+
+
 def tts_takes(voices: Sequence[str], *, styles: int = 6, seed: int = 1, sample_rate: int = 16000,
-              workers: int = 1) -> dict[str, list[list[np.ndarray]]]:
+              workers: int = 1, band_rate: int | None = None) -> dict[str, list[list[np.ndarray]]]:
     """The ten digit words spoken in isolation by local TTS voices (``data.captions`` names and engines:
     ``espeak:en-us+f2``, ``flite:slt``, ``festival:kal_diphone``), each voice in ``styles`` random speaking
     styles (espeak rate and pitch, flite/festival duration stretch): ``{"tts:VOICE": [takes of digit 0,
-    ..., 9]}``, trimmed like the FSDD takes. Voices reserved for held-out evaluation are refused."""
+    ..., 9]}``, trimmed like the FSDD takes. Voices reserved for held-out evaluation are refused.
+    ``band_rate``: pass every take through a channel of that rate (:func:`band_limit`), the rate the real
+    recordings were made at, so synthetic and real speakers differ in voice and not in bandwidth."""
     from transduce.data.captions import TTSItem, parse_voice, random_style, synthesize
 
     if styles < 1:
@@ -151,6 +173,8 @@ def tts_takes(voices: Sequence[str], *, styles: int = 6, seed: int = 1, sample_r
         takes: dict[str, list[list[np.ndarray]]] = {f"tts:{v}": [[] for _ in WORDS] for v in parsed}
         for item, utt in zip(items, utts, strict=True):
             wave = _trim(load_audio(utt.audio, sample_rate).numpy(), sample_rate)
+            if band_rate is not None:
+                wave = band_limit(wave, sample_rate, band_rate)
             takes[f"tts:{item.voice}"][WORDS.index(item.text)].append(wave)
     return takes
 
@@ -200,9 +224,10 @@ def _write_readme(out: Path, settings: str, summaries: list[SplitSummary]) -> No
 
 def _tts_utterances(out: Path, voices: Sequence[str], count: int, styles: int, *, seed: int,
                     digits: tuple[int, int], gap_ms: tuple[float, float], sample_rate: int,
-                    workers: int) -> list[Utterance]:
+                    workers: int, band_rate: int | None) -> list[Utterance]:
     """``count`` connected-digit training utterances of TTS speakers, written under ``out/audio/train``."""
-    takes = tts_takes(voices, styles=styles, seed=seed, sample_rate=sample_rate, workers=workers)
+    takes = tts_takes(voices, styles=styles, seed=seed, sample_rate=sample_rate, workers=workers,
+                      band_rate=band_rate)
     speakers = sorted(takes)
     rng = np.random.default_rng([seed, 100])
     utts = []
@@ -219,15 +244,16 @@ def prepare_digits(
     out: str | Path, *, source: str | Path | None = None, seed: int = 1, dev_speakers: tuple[str, ...] = ("nicolas",),
     test_speakers: tuple[str, ...] = (), utterances: Mapping[str, int] = DEFAULT_UTTERANCES, min_digits: int = 1,
     max_digits: int = 7, gap_ms: tuple[float, float] = (50.0, 400.0), sample_rate: int = 16000,
-    tts_voices: Sequence[str] = (), tts_utterances: int = 0, tts_styles: int = 6, workers: int = 1,
-    log: Callable[[str], None] = print,
+    tts_voices: Sequence[str] = (), tts_utterances: int = 0, tts_styles: int = 6, tts_full_band: bool = False,
+    workers: int = 1, log: Callable[[str], None] = print,
 ) -> list[SplitSummary]:
     """Write ``out/{train,dev[,test]}.jsonl``, ``out/audio/{split}/ID.wav`` and ``out/README.txt``.
 
     ``source`` is an FSDD folder holding ``recordings/``; without it FSDD is downloaded to the cache.
     ``tts_utterances`` more training utterances (ids ``train-tts-N``) are built the same way from digit
     words spoken by ``tts_voices`` (see :func:`tts_takes`), one synthetic speaker per voice; dev and test
-    stay real FSDD speakers.
+    stay real FSDD speakers. The TTS takes are band-limited to the lowest rate of the FSDD recordings
+    (8 kHz), as the real takes are, unless ``tts_full_band``.
     """
     if tts_utterances < 0 or (tts_utterances > 0) != bool(tts_voices):
         raise DataError(f"tts_utterances ({tts_utterances}) and tts_voices ({list(tts_voices)}) go together: "
@@ -258,13 +284,13 @@ def prepare_digits(
         if split == "train" and tts_utterances:
             utts += _tts_utterances(out, tts_voices, tts_utterances, tts_styles, seed=seed,
                                     digits=(min_digits, max_digits), gap_ms=gap_ms, sample_rate=sample_rate,
-                                    workers=workers)
+                                    workers=workers, band_rate=None if tts_full_band else recording_rate(folder))
         write_manifest(out / f"{split}.jsonl", utts)
         summaries.append(summarize(split, utts))
         log(f"digits {summaries[-1]}")
     settings = (f"seed={seed} digits={min_digits}-{max_digits} gap_ms={gap_ms} pad_ms={_PAD_MS} "
                 f"sample_rate={sample_rate} speakers={ {k: list(v) for k, v in splits.items()} }"
                 + (f" tts_voices={list(tts_voices)} tts_utterances={tts_utterances} tts_styles={tts_styles}"
-                   if tts_utterances else ""))
+                   f" tts_full_band={tts_full_band}" if tts_utterances else ""))
     _write_readme(out, settings, summaries)
     return summaries
