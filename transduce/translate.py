@@ -55,9 +55,12 @@ def _config_members(folder: Path, names: Sequence[str]) -> list[Path]:
     members = []
     for name in names:
         for candidate in (folder / name, Path(name)):
-            if (candidate / "model.safetensors").is_file() or (candidate / "model" / "model.safetensors").is_file():
-                members.append(candidate)
-                break
+            try:
+                resolve_model_dir(candidate)
+            except FileNotFoundError:
+                continue
+            members.append(candidate)
+            break
         else:
             raise ValueError(f"{folder / 'config.yaml'}: decode.ensemble: {name} is not a model folder "
                              f"(looked in {folder} and the working directory)")

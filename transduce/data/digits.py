@@ -110,25 +110,25 @@ def _trim(wave: np.ndarray, rate: int) -> np.ndarray:
     return wave[max(0, loud[0] * hop - margin): min(len(wave), (loud[-1] + 1) * hop + margin)]
 
 
+def _recordings(folder: Path) -> list[tuple[int, str, int, Path]]:
+    """(digit, speaker, index, path) of every ``D_SPEAKER_N.wav`` in ``folder/recordings``; an error if none."""
+    found = [(int(m.group(1)), m.group(2), int(m.group(3)), path) for path in (folder / "recordings").glob("*.wav")
+             if (m := _NAME.fullmatch(path.name))]
+    if not found:
+        raise DataError(f"{folder / 'recordings'}: no D_SPEAKER_N.wav recordings")
+    return found
+
+
 def recording_rate(folder: Path) -> int:
     """The lowest sample rate among the ``D_SPEAKER_N.wav`` recordings in ``folder/recordings`` (FSDD: 8000)."""
-    rates = {sf.info(str(path)).samplerate for path in (folder / "recordings").glob("*.wav")
-             if _NAME.fullmatch(path.name)}
-    if not rates:
-        raise DataError(f"{folder / 'recordings'}: no D_SPEAKER_N.wav recordings")
-    return min(rates)
+    return min(sf.info(str(path)).samplerate for *_, path in _recordings(folder))
 
 
 def load_takes(folder: Path, sample_rate: int) -> dict[str, list[list[np.ndarray]]]:
     """{speaker: [takes of digit 0, ..., takes of digit 9]}: trimmed waveforms, takes ordered by index."""
     found: dict[str, list[list[tuple[int, Path]]]] = {}
-    for path in (folder / "recordings").glob("*.wav"):
-        match = _NAME.fullmatch(path.name)
-        if match:
-            digit, speaker, index = int(match.group(1)), match.group(2), int(match.group(3))
-            found.setdefault(speaker, [[] for _ in WORDS])[digit].append((index, path))
-    if not found:
-        raise DataError(f"{folder / 'recordings'}: no D_SPEAKER_N.wav recordings")
+    for digit, speaker, index, path in _recordings(folder):
+        found.setdefault(speaker, [[] for _ in WORDS])[digit].append((index, path))
     takes = {}
     for speaker in sorted(found):
         for digit, entries in enumerate(found[speaker]):
