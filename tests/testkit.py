@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from transduce.cli.config import load_recipe
+from transduce.cli.main import main
 from transduce.data.tokenizer import BOS, PAD
 from transduce.data.tones import write_tones
 from transduce.train.trainer import Trainer
@@ -46,6 +47,32 @@ def stepwise(model, src: Tensor, src_lens: Tensor, tokens: Tensor,
             state, memory, tokens = state.reorder(reorder), memory[reorder], tokens[reorder]
             out = [lp[reorder] for lp in out]
     return torch.stack(out, dim=1), states
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``transduce ARGV`` in this process -> (exit code, stdout, stderr)."""
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_tiny_copy(base: Path, *overrides: str) -> Path:
+    """The toy reverse data in ``base/data`` and recipes/tiny-copy.yaml (+ ``--set`` overrides) trained on
+    it through the CLI into ``base/run`` -> ``base``."""
+    assert main(["data", "toy", "--out", str(base / "data")]) == 0
+    sets = [arg for o in (f"data.dir={base / 'data'}", *overrides) for arg in ("--set", o)]
+    assert main(["train", str(ROOT / "recipes" / "tiny-copy.yaml"), "--out", str(base / "run"), "--no-progress",
+                 *sets]) == 0
+    return base
+
+
+def set_decode(model: Path, field: str, value: object) -> None:
+    """Rewrite one ``decode`` field in a model folder's config.yaml."""
+    import yaml
+
+    config = yaml.safe_load((model / "config.yaml").read_text())
+    config["decode"][field] = value
+    (model / "config.yaml").write_text(yaml.safe_dump(config))
 
 
 def train_tones(base: Path, recipe: str, *, valid: int) -> Path:

@@ -41,6 +41,9 @@ class DataConfig:
     """Drop training pairs whose token-length ratio exceeds this."""
     num_workers: int = 0
     """Processes collating batches (batches are identical whatever the number)."""
+    reverse_target: bool = False
+    """Right-to-left model: the target token order is reversed for training and flipped back after
+    search (used to rerank a left-to-right model's n-best, decode.rerank)."""
 
 
 @dataclass(kw_only=True)
@@ -135,6 +138,12 @@ class DecodeConfig:
     ensemble: tuple[str, ...] = ()
     """Other translation model folders with the same tokenizers, searched together with this model
     (next-token probabilities averaged at each step); a relative path is resolved in the model folder."""
+    rerank: tuple[str, ...] = ()
+    """Translation model folders (typically right-to-left ones, data.reverse_target) that score each of
+    the beam's n-best by forced decoding; relative paths are resolved in the model folder."""
+    rerank_weight: float = 0.5
+    """Reranked score: (1 - w) * the search's length-normalized score + w * the rerankers' mean
+    (length-normalized the same way); 0 = no reranking."""
 
 
 @dataclass(kw_only=True)

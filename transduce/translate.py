@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from transduce.data.tokenizer import PAD, Tokenizer
 from transduce.decoding.corpus import search_corpus
 from transduce.decoding.ensemble import Ensemble
 from transduce.decoding.hypothesis import Hypothesis
+from transduce.decoding.rerank import rerank_nbest, sequence_log_probs
 from transduce.models import rnn
 from transduce.models.transformer import TransformerSeq2Seq, build, tied_aliases
 from transduce.train.corpus import Tokenizers
@@ -50,8 +51,8 @@ def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq | rnn.RNNSeq2Se
     return model.eval(), toks, cfg, card
 
 
-def _config_members(folder: Path, names: Sequence[str]) -> list[Path]:
-    """``decode.ensemble`` entries as model folders: relative to ``folder`` first, then as given."""
+def _config_members(folder: Path, names: Sequence[str], field: str = "decode.ensemble") -> list[Path]:
+    """``decode.ensemble`` (or ``field``) entries as model folders: relative to ``folder`` first, then as given."""
     members = []
     for name in names:
         for candidate in (folder / name, Path(name)):
@@ -62,7 +63,7 @@ def _config_members(folder: Path, names: Sequence[str]) -> list[Path]:
             members.append(candidate)
             break
         else:
-            raise ValueError(f"{folder / 'config.yaml'}: decode.ensemble: {name} is not a model folder "
+            raise ValueError(f"{folder / 'config.yaml'}: {field}: {name} is not a model folder "
                              f"(looked in {folder} and the working directory)")
     return members
 
@@ -71,24 +72,61 @@ def _pieces(tokenizer: Tokenizer) -> list[str]:
     return tokenizer.id_to_piece(list(range(len(tokenizer))))
 
 
+@dataclass
+class Reranker:
+    """A translation model that scores other models' outputs (``decode.rerank``) with its own tokenizers;
+    ``reverse``: it was trained right to left (``data.reverse_target``)."""
+
+    model: torch.nn.Module
+    tokenizers: Tokenizers
+    reverse: bool
+
+    @classmethod
+    def load(cls, path: str | Path) -> Reranker:
+        model, tokenizers, config, _ = load_model_dir(path)
+        return cls(model, tokenizers, config.data.reverse_target)
+
+    def score(self, sources: list[str], outputs: list[list[str]], *, batch_size: int, device: str
+              ) -> tuple[list[list[float]], list[list[int]]]:
+        """Summed log-probabilities of each output given its source, and the outputs' lengths in tokens."""
+        src_ids = self.tokenizers.src.encode(sources)
+        flat_src = [src_ids[i] for i, row in enumerate(outputs) for _ in row]
+        flat_tgt = self.tokenizers.tgt.encode([text for row in outputs for text in row])
+        if self.reverse:
+            flat_tgt = [ids[::-1] for ids in flat_tgt]
+        flat = sequence_log_probs(self.model.to(device), flat_src, flat_tgt, batch_size=batch_size, device=device)
+        scores, lengths, at = [], [], 0
+        for row in outputs:
+            scores.append(flat[at : at + len(row)])
+            lengths.append([len(ids) for ids in flat_tgt[at : at + len(row)]])
+            at += len(row)
+        return scores, lengths
+
+
 class Translator:
     """A loaded translation model with its tokenizers and default search settings."""
 
     def __init__(self, model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble, tokenizers: Tokenizers, config: RunConfig,
-                 card: dict | None = None, device: str = "cpu") -> None:
+                 card: dict | None = None, device: str = "cpu", rerankers: Sequence[Reranker] = ()) -> None:
         self.model, self.tokenizers, self.config = model.to(device), tokenizers, config
         self.card = card or {}
         self.device = device
+        self.rerankers = list(rerankers)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] | None = None) -> Translator:
+    def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] | None = None,
+             rerank: Sequence[str | Path] | None = None) -> Translator:
         """The model in ``path``; with ``ensemble``, those models too, searched as one (their next-token
         probabilities averaged). ``None`` takes the members the model's ``decode.ensemble`` names (resolved in
         its folder), ``()`` loads the model alone. Every member must have the same tokenizers; search settings
-        and card come from ``path``."""
+        and card come from ``path``. ``rerank`` likewise names the models that rerank the n-best
+        (``decode.rerank``; any tokenizers, each scores alone)."""
         single, tokenizers, config, card = load_model_dir(path)
         if ensemble is None:
             ensemble = _config_members(resolve_model_dir(path), config.decode.ensemble)
+        if rerank is None:
+            rerank = _config_members(resolve_model_dir(path), config.decode.rerank, "decode.rerank")
+        rerankers = [Reranker.load(p) for p in rerank]
         model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
         if ensemble:
             members: list[torch.nn.Module] = [single]
@@ -102,16 +140,31 @@ class Translator:
                                          "ensembled models must share their tokenizers")
                 members.append(member)
             model = Ensemble(members).eval()
-        config = replace(config, decode=replace(config.decode, ensemble=tuple(str(p) for p in ensemble)))
-        return cls(model, tokenizers, config, card, device=device)
+        config = replace(config, decode=replace(config.decode, ensemble=tuple(str(p) for p in ensemble),
+                                                rerank=tuple(str(p) for p in rerank)))
+        return cls(model, tokenizers, config, card, device=device, rerankers=rerankers)
 
     def search(self, sentences: list[str], **overrides: object) -> list[list[Hypothesis]]:
-        """Hypotheses per sentence; ``overrides`` are DecodeConfig fields (beam=, nbest=, ...)."""
+        """Hypotheses per sentence, tokens in reading order; ``overrides`` are DecodeConfig fields (beam=,
+        nbest=, rerank_weight=, ...). With rerankers and a weight > 0 the beam's whole n-best is reranked."""
         cfg: DecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
-        ids = self.tokenizers.src.encode([s.strip() for s in sentences])
+        if not 0.0 <= cfg.rerank_weight <= 1.0:
+            raise ValueError(f"decode.rerank_weight must be in [0, 1], got {cfg.rerank_weight}")
+        reranking = bool(self.rerankers) and cfg.rerank_weight > 0 and cfg.beam > 1
+        sources = [s.strip() for s in sentences]
+        ids = self.tokenizers.src.encode(sources)
+        wide = replace(cfg, nbest=max(cfg.nbest, cfg.beam)) if reranking else cfg
         # tqdm's disable=None: a bar on terminals only, never in pipes or logs
         with tqdm(total=len(ids), desc="translate", unit="sent", disable=None, leave=False) as bar:
-            return search_corpus(self.model, ids, cfg, device=self.device, progress=bar.update)
+            hyps = search_corpus(self.model, ids, wide, device=self.device, progress=bar.update)
+        if self.config.data.reverse_target:  # a right-to-left model: back to reading order
+            hyps = [[replace(h, tokens=h.tokens[::-1]) for h in row] for row in hyps]
+        if not reranking:
+            return hyps
+        outputs = [self.tokenizers.tgt.decode([h.tokens for h in row]) for row in hyps]
+        scored = [r.score(sources, outputs, batch_size=cfg.batch_size, device=self.device) for r in self.rerankers]
+        return rerank_nbest(hyps, [s for s, _ in scored], [n for _, n in scored], weight=cfg.rerank_weight,
+                            len_penalty=cfg.len_penalty, len_penalty_style=cfg.len_penalty_style, keep=cfg.nbest)
 
     def translate(self, sentences: list[str], **overrides: object) -> list[str]:
         """Detokenized best translation per sentence, in input order; empty in, empty out."""

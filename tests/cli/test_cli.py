@@ -8,27 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from testkit import run_cli as run
+from testkit import set_decode
 
 from transduce.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """tiny-copy trained once for the whole module, through the CLI."""
-    base = tmp_path_factory.mktemp("tiny")
-    assert main(["data", "toy", "--out", str(base / "data")]) == 0
-    code = main(["train", str(ROOT / "recipes" / "tiny-copy.yaml"), "--out", str(base / "run"),
-                 "--no-progress", "--set", f"data.dir={base / 'data'}"])
-    assert code == 0
-    return base
 
 
 def test_trained_model_reverses_test_set(trained: Path, capsys) -> None:
@@ -88,14 +73,6 @@ def _perturbed_copy(model: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def _set_ensemble(model: Path, members: list[str]) -> None:
-    import yaml
-
-    config = yaml.safe_load((model / "config.yaml").read_text())
-    config["decode"]["ensemble"] = members
-    (model / "config.yaml").write_text(yaml.safe_dump(config))
-
-
 def test_decode_ensemble_in_the_config_is_searched_by_default(trained: Path, capsys, tmp_path: Path) -> None:
     from transduce.decoding.ensemble import Ensemble
     from transduce.translate import Translator
@@ -107,7 +84,7 @@ def test_decode_ensemble_in_the_config_is_searched_by_default(trained: Path, cap
     _, alone, _ = run(["translate", "--model", str(main_dir), *nbest], capsys)
     _, explicit, _ = run(["translate", "--model", str(main_dir), "--ensemble", str(partner), *nbest], capsys)
     assert alone != explicit  # the partner changes the scores
-    _set_ensemble(main_dir, ["../partner"])  # resolved in the model folder, not the working directory
+    set_decode(main_dir, "ensemble", ["../partner"])  # resolved in the model folder, not the working directory
     code, default, _ = run(["translate", "--model", str(main_dir), *nbest], capsys)
     assert code == 0 and default == explicit
     assert run(["translate", "--model", str(main_dir), "--ensemble", "none", *nbest], capsys)[1] == alone
@@ -127,11 +104,11 @@ def test_decode_ensemble_errors_name_the_field(trained: Path, capsys, tmp_path: 
     import shutil
 
     main_dir = shutil.copytree(trained / "run" / "model", tmp_path / "main")
-    _set_ensemble(main_dir, ["missing"])
+    set_decode(main_dir, "ensemble", ["missing"])
     code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
     assert code == 2 and "decode.ensemble: missing is not a model folder" in err and "config.yaml" in err
     partner = shutil.copytree(main_dir, tmp_path / "partner")  # names an ensemble of its own
-    _set_ensemble(main_dir, [str(partner)])
+    set_decode(main_dir, "ensemble", [str(partner)])
     code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
     assert code == 2 and "ensemble of its own" in err and str(partner) in err
 

@@ -64,19 +64,25 @@ def train(args: argparse.Namespace) -> int:
 
 def _decode_overrides(args: argparse.Namespace) -> dict[str, object]:
     names = {"beam": "beam", "len_penalty": "len_penalty", "batch_size": "batch_size",
-             "coverage_penalty": "coverage_penalty"}
+             "coverage_penalty": "coverage_penalty", "rerank_weight": "rerank_weight"}
     if (getattr(args, "coverage_penalty", None) or 0.0) < 0:
         raise UsageError(f"--coverage-penalty must be >= 0, got {args.coverage_penalty}")
+    if not 0.0 <= (getattr(args, "rerank_weight", None) or 0.0) <= 1.0:
+        raise UsageError(f"--rerank-weight must be in [0, 1], got {args.rerank_weight}")
     return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
 
 
-def _load_translator(path: str, ensemble: list[str] | None = None):
-    """``ensemble``: --ensemble values; none given = the model's own decode.ensemble, ["none"] = the model alone."""
+def _members(values: list[str] | None) -> tuple[str, ...] | None:
+    """--ensemble/--rerank values: none given = the model's own config list, ["none"] = no other model."""
+    return None if not values else () if values == ["none"] else tuple(values)
+
+
+def _load_translator(path: str, ensemble: list[str] | None = None, rerank: list[str] | None = None):
+    """``ensemble``/``rerank``: the --ensemble/--rerank values (see ``_members``)."""
     from transduce.translate import Translator
 
-    members = None if not ensemble else () if ensemble == ["none"] else tuple(ensemble)
     try:
-        return Translator.load(path, ensemble=members)
+        return Translator.load(path, ensemble=_members(ensemble), rerank=_members(rerank))
     except ValueError as err:  # weights that do not fit the config, ensemble vocabularies that differ
         raise UsageError(str(err)) from None
 
@@ -93,7 +99,8 @@ def translate(args: argparse.Namespace) -> int:
         raise UsageError("--attention-layer/--attention-head choose what --plot-attention draws; give --plot-attention")
     if args.plot_attention is not None and args.ensemble not in ([], ["none"]):
         raise UsageError("--plot-attention draws one model's attention; leave out --ensemble")
-    translator = _load_translator(args.model, ["none"] if args.plot_attention is not None else args.ensemble)
+    alone = args.plot_attention is not None
+    translator = _load_translator(args.model, ["none"] if alone else args.ensemble, ["none"] if alone else args.rerank)
     overrides = _decode_overrides(args)
     if args.plot_attention is not None:
         _check_attention(translator, args)
@@ -168,6 +175,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.manifest:
         if args.src or args.ref:
             raise UsageError("--manifest (speech) and --src/--ref (translation) do not go together")
+        if args.rerank or args.rerank_weight is not None:
+            raise UsageError("--rerank/--rerank-weight rerank translations; speech models use --ensemble")
         from transduce.cli import speech
 
         return speech.evaluate(args)
@@ -176,7 +185,7 @@ def evaluate(args: argparse.Namespace) -> int:
     src, refs = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(refs):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
-    translator = _load_translator(args.model, args.ensemble)
+    translator = _load_translator(args.model, args.ensemble, args.rerank)
     lang = args.lang or translator.config.data.tgt_lang
     refs_tok = read_lines(args.ref_tok) if args.ref_tok else [mmt_tokenize(r, lang) for r in refs]
     started = time.perf_counter()
@@ -191,6 +200,9 @@ def evaluate(args: argparse.Namespace) -> int:
         "sentences": len(src),
         "beam": _decode_overrides(args).get("beam", translator.config.decode.beam),
         **({"ensemble": list(translator.config.decode.ensemble)} if translator.config.decode.ensemble else {}),
+        **({"rerank": list(translator.config.decode.rerank),
+            "rerank_weight": _decode_overrides(args).get("rerank_weight", translator.config.decode.rerank_weight)}
+           if translator.config.decode.rerank else {}),
         "seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 1),
     }
@@ -255,7 +267,9 @@ def info(args: argparse.Namespace) -> int:
           f"({cfg.data.tokenizer}, {'joint' if cfg.data.joint_vocab else 'separate'})")
     d = cfg.decode
     members = f", ensembled with {', '.join(d.ensemble)}" if d.ensemble else ""
-    print(f"decodes by default with beam {d.beam}, length penalty {d.len_penalty} ({d.len_penalty_style}){members}")
+    rerank = f", n-best reranked by {', '.join(d.rerank)} (weight {d.rerank_weight})" if d.rerank else ""
+    print(f"decodes by default with beam {d.beam}, length penalty {d.len_penalty} ({d.len_penalty_style})"
+          f"{members}{rerank}")
     if card:
         print(json.dumps(card, indent=2))
     return 0

@@ -23,6 +23,8 @@ def translate_examples() -> None:
     card = translator.card
     members = translator.config.decode.ensemble
     searched = f", ensembled with {', '.join(Path(m).name for m in members)}" if members else ""
+    rerank = translator.config.decode.rerank
+    searched += f", reranked by {', '.join(Path(m).name for m in rerank)}" if rerank else ""
     print(f"model: {model_dir.relative_to(ROOT)}{searched} "
           f"(test_2016 BLEU {card.get('test_2016_flickr', {}).get('bleu_tok_lc', '?')}, tokenized lowercased)")
     for src, out in zip(examples, outputs, strict=False):

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--len-penalty", type=float, help="length penalty alpha")
         p.add_argument("--batch-size", type=int, help="sentences per batch")
 
+    def rerank_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--rerank", action="append", default=[], metavar="DIR",
+                       help="translation: a model (e.g. right-to-left) that rescores the beam's n-best (repeatable; "
+                            "replaces the model's decode.rerank; 'none' = no reranking)")
+        p.add_argument("--rerank-weight", type=float, help="translation: the rerankers' share of the score (0-1)")
+
     def attention_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--attention-layer", type=int, metavar="N",
                        help="Transformer: decoder layer whose cross-attention is shown (0-based, negative from "
@@ -109,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ensemble", action="append", default=[], metavar="DIR",
                     help="another model with the same tokenizers, searched together with --model (repeatable; "
                          "replaces the model's decode.ensemble; 'none' = this model alone)")
+    rerank_options(tr)
     tr.add_argument("--plot-attention", metavar="DIR",
                     help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
     attention_options(tr)
@@ -140,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="another model searched with --model (repeatable). Translation: same tokenizers; speech: "
                          "any units, the pooled n-best ranked by summed CTC log-likelihoods, replacing the "
                          "model's own decode.ensemble ('none' = this model alone)")
+    rerank_options(ev)
     ev.add_argument("--output", help="also write the translations here")
     ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
 

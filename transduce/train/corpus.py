@@ -38,6 +38,8 @@ class Corpus:
     valid_tgt_text: list[str]
     valid_src: list[list[int]]
     valid_tgt: list[list[int]]
+    reverse_target: bool = False
+    """Target ids are right to left (``DataConfig.reverse_target``); searches flip them back."""
 
 
 def _find(folder: Path, prefix: str, lang: str) -> Path:
@@ -72,10 +74,14 @@ def load_corpus(cfg: DataConfig, run_dir: Path, log=print) -> Corpus:
     src_ids, tgt_ids = toks.src.encode(train[0]), toks.tgt.encode(train[1])
     keep, report = filter_pairs(src_ids, tgt_ids, max_len=cfg.max_len, max_ratio=cfg.max_len_ratio)
     log(report.summary("train"))
+    valid_tgt = toks.tgt.encode(valid[1])
+    if cfg.reverse_target:
+        tgt_ids, valid_tgt = [t[::-1] for t in tgt_ids], [t[::-1] for t in valid_tgt]
     return Corpus(
         tokenizers=toks,
         train_src=[src_ids[i] for i in keep],
         train_tgt=[tgt_ids[i] for i in keep],
         valid_src_text=valid[0], valid_tgt_text=valid[1],
-        valid_src=toks.src.encode(valid[0]), valid_tgt=toks.tgt.encode(valid[1]),
+        valid_src=toks.src.encode(valid[0]), valid_tgt=valid_tgt,
+        reverse_target=cfg.reverse_target,
     )

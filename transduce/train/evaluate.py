@@ -56,7 +56,7 @@ def dev_bleu(model: TransformerSeq2Seq, corpus: Corpus, decode: DecodeConfig, *,
                        len_penalty=decode.len_penalty, batch_size=128)
     device = next(model.parameters()).device
     hyps = search_corpus(model, dist.shard(corpus.valid_src), cfg, bf16=bf16, device=device)  # type: ignore[arg-type]
-    mine = [h[0].tokens for h in hyps]
+    mine = [h[0].tokens[::-1] if corpus.reverse_target else h[0].tokens for h in hyps]
     text = corpus.tokenizers.tgt.decode(unshard(dist.gather(mine), len(corpus.valid_src)))
     scores = sacre_scores(text, corpus.valid_tgt_text)
     exact = sum(h == r for h, r in zip(text, corpus.valid_tgt_text, strict=False)) / len(text)

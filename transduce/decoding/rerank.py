@@ -1,0 +1,58 @@
+"""N-best reranking with other models' forced-decoding scores.
+
+The classic use is right-to-left reranking (Liu et al. 2016; Sennrich et al. 2016, WMT): a
+left-to-right search proposes the beam's n-best, a model trained on reversed targets
+(``data.reverse_target``) scores each proposal in the other direction, and the list is re-sorted by
+
+    (1 - weight) * own score + weight * mean over rerankers of log p_r(y | x) / length_penalty(|y| + 1)
+
+where ``own score`` is the search's length-normalized score. Each reranker sees the proposals in its
+own token ids, so they need not share the searcher's vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from transduce.data.batching import pad
+from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.decoding.hypothesis import Hypothesis, length_penalty
+
+
+@torch.no_grad()
+def sequence_log_probs(model: torch.nn.Module, src_ids: list[list[int]], tgt_ids: list[list[int]], *,
+                       batch_size: int = 64, device: torch.device | str = "cpu") -> list[float]:
+    """Teacher forcing: ``sum_t log p(y_t | y_<t, x)`` over each target and its EOS, for id lists without
+    specials (``tgt_ids[i]`` given ``src_ids[i]``); the same sum beam search accumulates step by step.
+    An empty source gets 0.0 (searches return an empty output for it without running the model)."""
+    scores = [0.0] * len(src_ids)
+    order = sorted((i for i, s in enumerate(src_ids) if s), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        src = pad([src_ids[i] + [EOS] for i in chunk]).to(device)  # (B, S)
+        src_lens = torch.tensor([len(src_ids[i]) + 1 for i in chunk], device=device)  # (B,)
+        tgt_in = pad([[BOS] + tgt_ids[i] for i in chunk]).to(device)  # (B, T)
+        tgt_out = pad([tgt_ids[i] + [EOS] for i in chunk]).to(device)  # (B, T), PAD after EOS
+        log_probs = model(src, src_lens, tgt_in).float().log_softmax(dim=-1)  # (B, T, V)
+        picked = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        sums = picked.masked_fill(tgt_out == PAD, 0.0).sum(dim=1)  # (B,)
+        for i, total in zip(chunk, sums.tolist(), strict=True):
+            scores[i] = total
+    return scores
+
+
+def rerank_nbest(nbest: list[list[Hypothesis]], other: list[list[list[float]]], lengths: list[list[list[int]]],
+                 *, weight: float, len_penalty: float, len_penalty_style: str, keep: int) -> list[list[Hypothesis]]:
+    """Re-sort each sentence's hypotheses. ``other[r][i][j]`` is reranker r's summed log-prob of hypothesis
+    j of sentence i and ``lengths[r][i][j]`` its length in that reranker's tokens (EOS not counted). The
+    returned hypotheses carry the combined score (``log_prob`` stays the searcher's); ``keep`` per sentence."""
+    out = []
+    for i, hyps in enumerate(nbest):
+        rescored = []
+        for j, hyp in enumerate(hyps):
+            theirs = [scores[i][j] / length_penalty(lengths[r][i][j] + 1, len_penalty, len_penalty_style)
+                      for r, scores in enumerate(other)]
+            combined = (1 - weight) * hyp.score + weight * sum(theirs) / len(theirs)
+            rescored.append(Hypothesis(hyp.tokens, float(combined), hyp.log_prob))
+        out.append(sorted(rescored, key=lambda h: -h.score)[:keep])
+    return out
