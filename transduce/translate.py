@@ -94,7 +94,7 @@ class Reranker:
         flat_tgt = self.tokenizers.tgt.encode([text for row in outputs for text in row])
         if self.reverse:
             flat_tgt = [ids[::-1] for ids in flat_tgt]
-        flat = sequence_log_probs(self.model.to(device), flat_src, flat_tgt, batch_size=batch_size, device=device)
+        flat = sequence_log_probs(self.model, flat_src, flat_tgt, batch_size=batch_size, device=device)
         scores, lengths, at = [], [], 0
         for row in outputs:
             scores.append(flat[at : at + len(row)])
@@ -112,6 +112,8 @@ class Translator:
         self.card = card or {}
         self.device = device
         self.rerankers = list(rerankers)
+        for reranker in self.rerankers:
+            reranker.model.to(device)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] | None = None,

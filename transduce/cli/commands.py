@@ -133,6 +133,9 @@ def _plot_attention(translator, args: argparse.Namespace, lines: list[str], outp
 def _check_attention(translator, args: argparse.Namespace) -> None:
     from transduce.align import check_attention_choice
 
+    if translator.config.data.reverse_target:
+        raise UsageError(f"{args.model} is a right-to-left model (data.reverse_target): attention plots and "
+                         "alignments read left to right; use a left-to-right model")
     try:
         check_attention_choice(translator.model, args.attention_layer, args.attention_head)
     except ValueError as err:

@@ -93,3 +93,14 @@ def test_rerank_errors_are_one_line_usage_errors(trained: Path, capsys, tmp_path
     assert code == 2 and "--rerank-weight must be in [0, 1]" in err
     code, _, err = run(["evaluate", "--model", model, "--manifest", "x.jsonl", "--rerank", model], capsys)
     assert code == 2 and "--rerank" in err
+
+
+def test_attention_views_refuse_a_right_to_left_model(right_to_left: Path, capsys, tmp_path: Path) -> None:
+    model = str(right_to_left / "run")
+    code, _, err = run(["translate", "--model", model, "--plot-attention", str(tmp_path), "a b c"], capsys)
+    assert code == 2 and "right-to-left model" in err
+    (tmp_path / "src.txt").write_text("a b c\n")
+    (tmp_path / "tgt.txt").write_text("c b a\n")
+    code, _, err = run(["align", "--model", model, "--src", str(tmp_path / "src.txt"), "--tgt",
+                        str(tmp_path / "tgt.txt"), "--out", str(tmp_path / "al")], capsys)
+    assert code == 2 and "right-to-left model" in err
