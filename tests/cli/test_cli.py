@@ -100,14 +100,23 @@ def test_decode_ensemble_in_the_config_is_searched_by_default(trained: Path, cap
     assert code == 0 and "ensembled with ../partner" in out
 
 
-def test_decode_ensemble_errors_name_the_field(trained: Path, capsys, tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", ["ensemble", "rerank"])
+def test_decode_members_that_are_not_model_folders_name_the_field(field: str, trained: Path, capsys,
+                                                                   tmp_path: Path) -> None:
     import shutil
 
     main_dir = shutil.copytree(trained / "run" / "model", tmp_path / "main")
-    set_decode(main_dir, "ensemble", ["missing"])
+    set_decode(main_dir, field, ["missing"])
     code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
-    assert code == 2 and "decode.ensemble: missing is not a model folder" in err and "config.yaml" in err
-    partner = shutil.copytree(main_dir, tmp_path / "partner")  # names an ensemble of its own
+    assert code == 2 and f"config.yaml: decode.{field}: missing is not a model folder" in err
+
+
+def test_an_ensemble_member_with_an_ensemble_of_its_own_is_refused(trained: Path, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    main_dir = shutil.copytree(trained / "run" / "model", tmp_path / "main")
+    partner = shutil.copytree(main_dir, tmp_path / "partner")
+    set_decode(partner, "ensemble", [str(main_dir)])  # names an ensemble of its own
     set_decode(main_dir, "ensemble", [str(partner)])
     code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
     assert code == 2 and "ensemble of its own" in err and str(partner) in err
