@@ -1,4 +1,4 @@
-"""The bundled translation model loads with the ensemble partners its config names and translates val."""
+"""The bundled translation model loads the partners and rerankers its config names, and translates val."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def test_bundled_model_loads_the_members_its_config_names() -> None:
         assert (Path(member) / "model.safetensors").is_file() and Path(member).resolve().parent == MODEL.parent
     if members:
         assert isinstance(translator.model, Ensemble) and len(translator.model.members) == 1 + len(members)
+    rerankers = translator.config.decode.rerank
+    for reranker in rerankers:  # right-to-left models beside it (their own tokenizers)
+        assert (Path(reranker) / "model.safetensors").is_file() and Path(reranker).resolve().parent == MODEL.parent
+    assert len(translator.rerankers) == len(rerankers) and all(r.reverse for r in translator.rerankers)
     outputs = translator.translate((ROOT / "examples" / "en-de.en").read_text().splitlines(), beam=2)
     assert all(outputs) and len(outputs) == 6
 
@@ -30,8 +34,8 @@ def test_bundled_model_loads_the_members_its_config_names() -> None:
 @pytest.mark.skipif(not (VAL / "val.en.gz").is_file(), reason="../shared/data/multi30k not available")
 def test_bundled_default_search_translates_val_and_the_ensemble_is_no_worse() -> None:
     """The first 200 val sentences (the tuning set): BLEU well above a broken model's, and the default search
-    (with its ensemble) at least as good as the first member alone."""
+    (with its ensemble and reranker) at least as good as the first member alone."""
     src, refs = read_lines(VAL / "val.en.gz")[:200], read_lines(VAL / "val.de.gz")[:200]
     default = float(sacre_scores(Translator.load(MODEL).translate(src), refs)["bleu"])
-    alone = float(sacre_scores(Translator.load(MODEL, ensemble=()).translate(src), refs)["bleu"])
+    alone = float(sacre_scores(Translator.load(MODEL, ensemble=(), rerank=()).translate(src), refs)["bleu"])
     assert default > 35.0 and default >= alone, (default, alone)

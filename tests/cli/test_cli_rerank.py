@@ -35,6 +35,8 @@ def test_a_right_to_left_model_translates_in_reading_order(right_to_left: Path, 
     raw = search_corpus(translator.model, ids, translator.config.decode)[0][0].tokens
     assert translator.tokenizers.tgt.decode([raw]) == ["a b c d"]
     assert translator.translate(["a b c d"]) == ["d c b a"]
+    code, out, _ = run(["info", str(run_dir)], capsys)
+    assert code == 0 and "right to left (data.reverse_target)" in out
 
 
 def test_rerank_orders_the_nbest_by_the_combined_score(trained: Path, right_to_left: Path) -> None:

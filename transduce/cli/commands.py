@@ -267,7 +267,8 @@ def info(args: argparse.Namespace) -> int:
         print(f"transformer {m.encoder_layers}+{m.decoder_layers} layers, d={m.dim}, ffn={m.ffn_dim}, "
               f"{m.heads} heads, {'pre' if m.pre_norm else 'post'}-LN, {params / 1e6:.2f}M parameters")
     print(f"{cfg.data.src_lang}->{cfg.data.tgt_lang}, vocabulary {len(toks.src)}/{len(toks.tgt)} "
-          f"({cfg.data.tokenizer}, {'joint' if cfg.data.joint_vocab else 'separate'})")
+          f"({cfg.data.tokenizer}, {'joint' if cfg.data.joint_vocab else 'separate'})"
+          f"{', right to left (data.reverse_target)' if cfg.data.reverse_target else ''}")
     d = cfg.decode
     members = f", ensembled with {', '.join(d.ensemble)}" if d.ensemble else ""
     rerank = f", n-best reranked by {', '.join(d.rerank)} (weight {d.rerank_weight})" if d.rerank else ""
