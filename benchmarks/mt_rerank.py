@@ -51,7 +51,8 @@ def main() -> None:
         src, refs = src[: args.limit], refs[: args.limit]
         lang_refs = lang_refs[: args.limit] if lang_refs else None
     translator = Translator.load(args.model, rerank=())
-    rerankers = [Reranker.load(path) for path in args.rerank]
+    direction = (translator.config.data.src_lang, translator.config.data.tgt_lang)
+    rerankers = [Reranker.load(path, direction) for path in args.rerank]  # a tgt->src one scores p(src | output)
     lang = translator.config.data.tgt_lang
     refs_tok = lang_refs or [mmt_tokenize(r, lang) for r in refs]
     decode = translator.config.decode

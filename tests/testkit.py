@@ -66,12 +66,13 @@ def train_tiny_copy(base: Path, *overrides: str) -> Path:
     return base
 
 
-def set_decode(model: Path, field: str, value: object) -> None:
-    """Rewrite one ``decode`` field in a model folder's config.yaml."""
+def set_config(model: Path, key: str, value: object) -> None:
+    """Rewrite one ``section.field`` (``decode.rerank``) in a model folder's config.yaml."""
     import yaml
 
+    section, field = key.split(".")
     config = yaml.safe_load((model / "config.yaml").read_text())
-    config["decode"][field] = value
+    config[section][field] = value
     (model / "config.yaml").write_text(yaml.safe_dump(config))
 
 

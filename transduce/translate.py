@@ -74,24 +74,37 @@ def _pieces(tokenizer: Tokenizer) -> list[str]:
 
 @dataclass
 class Reranker:
-    """A translation model that scores other models' outputs (``decode.rerank``) with its own tokenizers;
-    ``reverse``: it was trained right to left (``data.reverse_target``)."""
+    """A translation model that scores other models' outputs (``decode.rerank``) with its own tokenizers.
+    ``reverse``: it was trained right to left (``data.reverse_target``); ``channel``: it translates the
+    other way (target to source) and scores each source given the output."""
 
     model: torch.nn.Module
     tokenizers: Tokenizers
     reverse: bool
+    channel: bool = False
 
     @classmethod
-    def load(cls, path: str | Path) -> Reranker:
+    def load(cls, path: str | Path, direction: tuple[str, str] | None = None) -> Reranker:
+        """``direction``: the searcher's (source, target) languages; a reranker for (target, source) is a
+        channel model, any other pair than those two is an error."""
         model, tokenizers, config, _ = load_model_dir(path)
-        return cls(model, tokenizers, config.data.reverse_target)
+        langs = (config.data.src_lang, config.data.tgt_lang)
+        channel = direction is not None and langs == direction[::-1] and langs != direction
+        if direction is not None and langs not in (direction, direction[::-1]):
+            raise ValueError(f"{path}: translates {langs[0]}->{langs[1]}; a reranker of {direction[0]}->"
+                             f"{direction[1]} output must translate that way or the reverse way")
+        return cls(model, tokenizers, config.data.reverse_target, channel)
 
     def score(self, sources: list[str], outputs: list[list[str]], *, batch_size: int, device: str
               ) -> tuple[list[list[float]], list[list[int]]]:
-        """Summed log-probabilities of each output given its source, and the outputs' lengths in tokens."""
-        src_ids = self.tokenizers.src.encode(sources)
-        flat_src = [src_ids[i] for i, row in enumerate(outputs) for _ in row]
-        flat_tgt = self.tokenizers.tgt.encode([text for row in outputs for text in row])
+        """Summed log-probabilities of each output given its source (a channel model: of the source given
+        the output), and the lengths in tokens of what was scored."""
+        given, scored = sources, [text for row in outputs for text in row]
+        if self.channel:
+            given, scored = scored, [sources[i] for i, row in enumerate(outputs) for _ in row]
+        given_ids = self.tokenizers.src.encode(given)
+        flat_src = given_ids if self.channel else [given_ids[i] for i, row in enumerate(outputs) for _ in row]
+        flat_tgt = self.tokenizers.tgt.encode(scored)
         if self.reverse:
             flat_tgt = [ids[::-1] for ids in flat_tgt]
         flat = sequence_log_probs(self.model, flat_src, flat_tgt, batch_size=batch_size, device=device)
@@ -128,7 +141,7 @@ class Translator:
             ensemble = _config_members(resolve_model_dir(path), config.decode.ensemble)
         if rerank is None:
             rerank = _config_members(resolve_model_dir(path), config.decode.rerank, "decode.rerank")
-        rerankers = [Reranker.load(p) for p in rerank]
+        rerankers = [Reranker.load(p, (config.data.src_lang, config.data.tgt_lang)) for p in rerank]
         model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
         if ensemble:
             members: list[torch.nn.Module] = [single]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from testkit import run_cli as run
-from testkit import set_decode
+from testkit import set_config
 
 from transduce.cli.main import main
 
@@ -84,7 +84,7 @@ def test_decode_ensemble_in_the_config_is_searched_by_default(trained: Path, cap
     _, alone, _ = run(["translate", "--model", str(main_dir), *nbest], capsys)
     _, explicit, _ = run(["translate", "--model", str(main_dir), "--ensemble", str(partner), *nbest], capsys)
     assert alone != explicit  # the partner changes the scores
-    set_decode(main_dir, "ensemble", ["../partner"])  # resolved in the model folder, not the working directory
+    set_config(main_dir, "decode.ensemble", ["../partner"])  # resolved in the model folder, not the working directory
     code, default, _ = run(["translate", "--model", str(main_dir), *nbest], capsys)
     assert code == 0 and default == explicit
     assert run(["translate", "--model", str(main_dir), "--ensemble", "none", *nbest], capsys)[1] == alone
@@ -106,7 +106,7 @@ def test_decode_members_that_are_not_model_folders_name_the_field(field: str, tr
     import shutil
 
     main_dir = shutil.copytree(trained / "run" / "model", tmp_path / "main")
-    set_decode(main_dir, field, ["missing"])
+    set_config(main_dir, f"decode.{field}", ["missing"])
     code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
     assert code == 2 and f"config.yaml: decode.{field}: missing is not a model folder" in err
 
@@ -116,8 +116,8 @@ def test_an_ensemble_member_with_an_ensemble_of_its_own_is_refused(trained: Path
 
     main_dir = shutil.copytree(trained / "run" / "model", tmp_path / "main")
     partner = shutil.copytree(main_dir, tmp_path / "partner")
-    set_decode(partner, "ensemble", [str(main_dir)])  # names an ensemble of its own
-    set_decode(main_dir, "ensemble", [str(partner)])
+    set_config(partner, "decode.ensemble", [str(main_dir)])  # names an ensemble of its own
+    set_config(main_dir, "decode.ensemble", [str(partner)])
     code, _, err = run(["translate", "--model", str(main_dir), "a b c"], capsys)
     assert code == 2 and "ensemble of its own" in err and str(partner) in err
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from testkit import run_cli as run
-from testkit import set_decode, train_tiny_copy
+from testkit import set_config, train_tiny_copy
 
 from transduce.decoding.corpus import search_corpus
 from transduce.decoding.hypothesis import length_penalty
@@ -72,7 +72,7 @@ def test_decode_rerank_in_the_config_is_used_by_default(trained: Path, right_to_
     _, alone, _ = run(["translate", "--model", str(left), *args], capsys)
     code, explicit, _ = run(["translate", "--model", str(left), "--rerank", str(tmp_path / "r2l"), *args], capsys)
     assert code == 0 and explicit != alone  # new scores
-    set_decode(left, "rerank", ["../r2l"])  # resolved in the model folder
+    set_config(left, "decode.rerank", ["../r2l"])  # resolved in the model folder
     assert run(["translate", "--model", str(left), *args], capsys)[1] == explicit
     assert run(["translate", "--model", str(left), "--rerank", "none", *args], capsys)[1] == alone
     data = trained / "data"
@@ -102,3 +102,31 @@ def test_attention_views_refuse_a_right_to_left_model(right_to_left: Path, capsy
     code, _, err = run(["align", "--model", model, "--src", str(tmp_path / "src.txt"), "--tgt",
                         str(tmp_path / "tgt.txt"), "--out", str(tmp_path / "al")], capsys)
     assert code == 2 and "right-to-left model" in err
+
+
+def test_a_reverse_direction_model_reranks_as_a_channel_model(trained: Path, tmp_path: Path) -> None:
+    """Reversing letters is its own inverse, so the tiny model with its languages swapped is a
+    target-to-source model: it scores each sentence given the output, log p(x | y)."""
+    left = trained / "run" / "model"
+    channel_dir = shutil.copytree(left, tmp_path / "channel")
+    set_config(channel_dir, "data.src_lang", "tgt")
+    set_config(channel_dir, "data.tgt_lang", "src")
+    sentences = ["a b c d e", "q r s"]
+    plain = Translator.load(left, rerank=())
+    nbest = plain.search(sentences, beam=4, nbest=4)
+    translator = Translator.load(left, rerank=[channel_dir])
+    assert [r.channel for r in translator.rerankers] == [True]
+    reranked = translator.search(sentences, beam=4, nbest=4, rerank_weight=1.0)
+    channel = translator.rerankers[0]
+    for sentence, hyps, got in zip(sentences, nbest, reranked, strict=True):
+        outputs = plain.tokenizers.tgt.decode([h.tokens for h in hyps])
+        given = channel.tokenizers.src.encode(outputs)
+        target = channel.tokenizers.tgt.encode([sentence])[0]
+        theirs = sequence_log_probs(channel.model, given, [target] * len(given))
+        want = [s / length_penalty(len(target) + 1, 1.0, "fairseq") for s in theirs]
+        order = sorted(range(len(hyps)), key=lambda j: -want[j])
+        assert [h.tokens for h in got] == [hyps[j].tokens for j in order]
+        assert plain.tokenizers.tgt.decode([got[0].tokens]) == [" ".join(reversed(sentence.split()))]
+    set_config(channel_dir, "data.src_lang", "xx")
+    with pytest.raises(ValueError, match="translates xx->src"):
+        Translator.load(left, rerank=[channel_dir])

@@ -7,7 +7,9 @@ left-to-right search proposes the beam's n-best, a model trained on reversed tar
     (1 - weight) * own score + weight * mean over rerankers of log p_r(y | x) / length_penalty(|y| + 1)
 
 where ``own score`` is the search's length-normalized score. Each reranker sees the proposals in its
-own token ids, so they need not share the searcher's vocabulary.
+own token ids, so they need not share the searcher's vocabulary. A reranker that translates the other
+way (a target-to-source "channel" model, Yee et al. 2019) scores ``log p(x | y)`` instead: the proposal
+is its source and the sentence its target; ``|y|`` is then the sentence's length.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ def sequence_log_probs(model: torch.nn.Module, src_ids: list[list[int]], tgt_ids
                        batch_size: int = 64, device: torch.device | str = "cpu") -> list[float]:
     """Teacher forcing: ``sum_t log p(y_t | y_<t, x)`` over each target and its EOS, for id lists without
     specials (``tgt_ids[i]`` given ``src_ids[i]``); the same sum beam search accumulates step by step.
-    An empty source gets 0.0 (searches return an empty output for it without running the model)."""
+    An empty list is a source of EOS alone (a channel model reads an empty hypothesis so)."""
     scores = [0.0] * len(src_ids)
-    order = sorted((i for i, s in enumerate(src_ids) if s), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
+    order = sorted(range(len(src_ids)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         src = pad([src_ids[i] + [EOS] for i in chunk]).to(device)  # (B, S)
