@@ -24,9 +24,9 @@ def test_bundled_model_loads_the_members_its_config_names() -> None:
     if members:
         assert isinstance(translator.model, Ensemble) and len(translator.model.members) == 1 + len(members)
     rerankers = translator.config.decode.rerank
-    for reranker in rerankers:  # right-to-left models beside it (their own tokenizers)
+    for reranker in rerankers:  # right-to-left and de->en (channel) models beside it
         assert (Path(reranker) / "model.safetensors").is_file() and Path(reranker).resolve().parent == MODEL.parent
-    assert len(translator.rerankers) == len(rerankers) and all(r.reverse for r in translator.rerankers)
+    assert len(translator.rerankers) == len(rerankers) and all(r.reverse or r.channel for r in translator.rerankers)
     outputs = translator.translate((ROOT / "examples" / "en-de.en").read_text().splitlines(), beam=2)
     assert all(outputs) and len(outputs) == 6
 
