@@ -23,7 +23,7 @@ from common import machine_line
 from transduce.data.text import read_lines
 from transduce.decoding.rerank import rerank_nbest
 from transduce.metrics.bleu import mmt_tokenize, tokenized_bleu
-from transduce.translate import Reranker, Translator
+from transduce.translate import Translator
 
 
 def floats(text: str) -> list[float]:
@@ -50,9 +50,7 @@ def main() -> None:
     if args.limit:
         src, refs = src[: args.limit], refs[: args.limit]
         lang_refs = lang_refs[: args.limit] if lang_refs else None
-    translator = Translator.load(args.model, rerank=())
-    direction = (translator.config.data.src_lang, translator.config.data.tgt_lang)
-    rerankers = [Reranker.load(path, direction) for path in args.rerank]  # a tgt->src one scores p(src | output)
+    translator = Translator.load(args.model, rerank=args.rerank)  # a tgt->src reranker scores p(src | output)
     lang = translator.config.data.tgt_lang
     refs_tok = lang_refs or [mmt_tokenize(r, lang) for r in refs]
     decode = translator.config.decode
@@ -66,13 +64,12 @@ def main() -> None:
         started = time.perf_counter()
         nbest = translator.search(src, beam=args.beam, nbest=args.beam, len_penalty=alpha, rerank_weight=0.0)
         searched = time.perf_counter()
-        outputs = [translator.tokenizers.tgt.decode([h.tokens for h in row]) for row in nbest]
-        scored = [r.score(src, outputs, batch_size=decode.batch_size, device="cpu") for r in rerankers]
+        scores, lengths = translator.reranker_scores(src, nbest, batch_size=decode.batch_size)
         search_s, rerank_s = search_s + searched - started, rerank_s + time.perf_counter() - searched
         baseline = None
         for weight in args.weights:
-            ranked = rerank_nbest(nbest, [s for s, _ in scored], [n for _, n in scored], weight=weight,
-                                  len_penalty=alpha, len_penalty_style=decode.len_penalty_style, keep=1)
+            ranked = rerank_nbest(nbest, scores, lengths, weight=weight, len_penalty=alpha,
+                                  len_penalty_style=decode.len_penalty_style, keep=1)
             bleu = tokenized_bleu(translator.tokenizers.tgt.decode([row[0].tokens for row in ranked]), refs_tok, lang)
             baseline = bleu if baseline is None else baseline
             print(f"{alpha:>11.2f} {weight:>6.2f} {bleu:>6.2f} {bleu - baseline:>+7.2f}")

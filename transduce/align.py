@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from transduce.data.batching import pad
-from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.data.batching import collate
+from transduce.data.tokenizer import PAD
 from transduce.models.rnn import RNNSeq2Seq
 from transduce.translate import Translator
 
@@ -76,18 +76,14 @@ def force_align(model: Any, src_ids: list[list[int]], tgt_ids: list[list[int]], 
     choice = {} if layer is None and head is None else {"layer": -1 if layer is None else layer, "head": head}
     out: list[tuple[Tensor, float]] = []
     for start in range(0, len(src_ids), batch_size):
-        srcs = [ids + [EOS] for ids in src_ids[start : start + batch_size]]
-        tgts = tgt_ids[start : start + batch_size]
-        src = pad(srcs).to(device)  # (B, S)
-        src_lens = torch.tensor([len(s) for s in srcs], device=device)
-        tgt_in = pad([[BOS] + t for t in tgts]).to(device)  # (B, T)
-        tgt_out = pad([t + [EOS] for t in tgts]).to(device)  # (B, T)
-        hidden, weights = model.features_with_attention(src, src_lens, tgt_in, **choice)  # (B, T, D), (B, T, S)
+        batch = collate(range(start, min(start + batch_size, len(src_ids))), src_ids, tgt_ids).to(device)
+        hidden, weights = model.features_with_attention(batch.src, batch.src_lens, batch.tgt_in,
+                                                        **choice)  # (B, T, D), (B, T, S)
         log_probs = (hidden.float() @ model.output_weight.float().t()).log_softmax(-1)  # (B, T, V)
-        token_lp = log_probs.gather(2, tgt_out[:, :, None])[:, :, 0]  # (B, T)
-        token_lp = token_lp.masked_fill(tgt_out == PAD, 0.0)
-        for b, (s, t) in enumerate(zip(srcs, tgts, strict=True)):
-            out.append((weights[b, : len(t) + 1, : len(s)].float().cpu(), float(token_lp[b].sum())))
+        token_lp = log_probs.gather(2, batch.tgt_out[:, :, None])[:, :, 0]  # (B, T)
+        token_lp = token_lp.masked_fill(batch.tgt_out == PAD, 0.0)
+        for b, (s, t) in enumerate(zip(batch.src_lens.tolist(), batch.tgt_lens.tolist(), strict=True)):
+            out.append((weights[b, :t, :s].float().cpu(), float(token_lp[b].sum())))
     return out
 
 

@@ -137,10 +137,11 @@ class Translator:
         and card come from ``path``. ``rerank`` likewise names the models that rerank the n-best
         (``decode.rerank``; any tokenizers, each scores alone)."""
         single, tokenizers, config, card = load_model_dir(path)
+        folder = resolve_model_dir(path)
         if ensemble is None:
-            ensemble = _config_members(resolve_model_dir(path), config.decode.ensemble)
+            ensemble = _config_members(folder, config.decode.ensemble)
         if rerank is None:
-            rerank = _config_members(resolve_model_dir(path), config.decode.rerank, "decode.rerank")
+            rerank = _config_members(folder, config.decode.rerank, "decode.rerank")
         rerankers = [Reranker.load(p, (config.data.src_lang, config.data.tgt_lang)) for p in rerank]
         model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
         if ensemble:
@@ -176,10 +177,17 @@ class Translator:
             hyps = [[replace(h, tokens=h.tokens[::-1]) for h in row] for row in hyps]
         if not reranking:
             return hyps
+        scores, lengths = self.reranker_scores(sources, hyps, batch_size=cfg.batch_size)
+        return rerank_nbest(hyps, scores, lengths, weight=cfg.rerank_weight, len_penalty=cfg.len_penalty,
+                            len_penalty_style=cfg.len_penalty_style, keep=cfg.nbest)
+
+    def reranker_scores(self, sources: list[str], hyps: list[list[Hypothesis]], *, batch_size: int
+                        ) -> tuple[list[list[list[float]]], list[list[list[int]]]]:
+        """Every reranker's summed log-probabilities of the hypotheses (as text) and their lengths in its
+        tokens, indexed [reranker][sentence][hypothesis]: the inputs of ``rerank_nbest``."""
         outputs = [self.tokenizers.tgt.decode([h.tokens for h in row]) for row in hyps]
-        scored = [r.score(sources, outputs, batch_size=cfg.batch_size, device=self.device) for r in self.rerankers]
-        return rerank_nbest(hyps, [s for s, _ in scored], [n for _, n in scored], weight=cfg.rerank_weight,
-                            len_penalty=cfg.len_penalty, len_penalty_style=cfg.len_penalty_style, keep=cfg.nbest)
+        scored = [r.score(sources, outputs, batch_size=batch_size, device=self.device) for r in self.rerankers]
+        return [s for s, _ in scored], [n for _, n in scored]
 
     def translate(self, sentences: list[str], **overrides: object) -> list[str]:
         """Detokenized best translation per sentence, in input order; empty in, empty out."""

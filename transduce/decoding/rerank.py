@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from transduce.data.batching import pad
-from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.data.batching import collate
+from transduce.data.tokenizer import PAD
 from transduce.decoding.hypothesis import Hypothesis, length_penalty
 
 
@@ -31,13 +31,10 @@ def sequence_log_probs(model: torch.nn.Module, src_ids: list[list[int]], tgt_ids
     order = sorted(range(len(src_ids)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        src = pad([src_ids[i] + [EOS] for i in chunk]).to(device)  # (B, S)
-        src_lens = torch.tensor([len(src_ids[i]) + 1 for i in chunk], device=device)  # (B,)
-        tgt_in = pad([[BOS] + tgt_ids[i] for i in chunk]).to(device)  # (B, T)
-        tgt_out = pad([tgt_ids[i] + [EOS] for i in chunk]).to(device)  # (B, T), PAD after EOS
-        log_probs = model(src, src_lens, tgt_in).float().log_softmax(dim=-1)  # (B, T, V)
-        picked = log_probs.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        sums = picked.masked_fill(tgt_out == PAD, 0.0).sum(dim=1)  # (B,)
+        batch = collate(chunk, src_ids, tgt_ids).to(device)  # EOS ends sources, BOS/EOS wrap targets
+        log_probs = model(batch.src, batch.src_lens, batch.tgt_in).float().log_softmax(dim=-1)  # (B, T, V)
+        picked = log_probs.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        sums = picked.masked_fill(batch.tgt_out == PAD, 0.0).sum(dim=1)  # (B,)
         for i, total in zip(chunk, sums.tolist(), strict=True):
             scores[i] = total
     return scores
