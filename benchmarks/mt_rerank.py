@@ -2,10 +2,11 @@
 and what the reranking costs next to the search itself.
 
 For each length penalty the searcher (--model with its own decode.ensemble) writes the beam's n-best
-once; every --rerank model scores those hypotheses once (forced decoding); each weight then only
-re-sorts. Weight 0 is the search alone (the baseline row of each length penalty). Pick the pair with
-the best dev BLEU and put it in the model's decode section (len_penalty, rerank, rerank_weight) or pass
---len-penalty / --rerank / --rerank-weight. Tune on a dev set, never on test.
+once; every --rerank model scores those hypotheses once (forced decoding); each weight (and each
+--shares vector: the rerankers' relative weights, decode.rerank_weights) then only re-sorts. Weight 0 is
+the search alone (the baseline row of each length penalty). Pick the setting with the best dev BLEU and
+put it in the model's decode section (len_penalty, rerank, rerank_weight, rerank_weights) or pass
+--len-penalty / --rerank / --rerank-weight / --rerank-weights. Tune on a dev set, never on test.
 
 Run (the bundled English-German models on Multi30k val):
     .venv/bin/python benchmarks/mt_rerank.py --model models/multi30k-en-de \\
@@ -40,6 +41,9 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=5, help="beam size = n-best size")
     p.add_argument("--len-penalties", type=floats, default=[1.0, 1.4, 2.0], help="comma-separated alphas")
     p.add_argument("--weights", type=floats, default=[0.0, 0.2, 0.3, 0.4, 0.5, 0.6], help="comma-separated")
+    p.add_argument("--shares", type=lambda t: [floats(v.replace(":", ",")) for v in t.split(",")], default=[[]],
+                   help="rerankers' relative weights to try, ':' within a vector, ',' between vectors "
+                        "(e.g. 1:1,3:2,2:3; default equal shares)")
     p.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -57,8 +61,8 @@ def main() -> None:
     print(machine_line(args.threads))
     print(f"{len(src)} sentences, beam {args.beam}; searcher {args.model}"
           f"{' + ' + ', '.join(decode.ensemble) if decode.ensemble else ''}; rerankers {', '.join(args.rerank)}")
-    print(f"{'len_penalty':>11} {'weight':>6} {'BLEU':>6} {'vs w=0':>7}")
-    best = (float("-inf"), 0.0, 0.0, 0.0)
+    print(f"{'len_penalty':>11} {'weight':>6} {'shares':>9} {'BLEU':>6} {'vs w=0':>7}")
+    best: tuple[float, float, float, list[float], float] = (float("-inf"), 0.0, 0.0, [], 0.0)
     search_s = rerank_s = 0.0
     for alpha in args.len_penalties:
         started = time.perf_counter()
@@ -68,15 +72,19 @@ def main() -> None:
         search_s, rerank_s = search_s + searched - started, rerank_s + time.perf_counter() - searched
         baseline = None
         for weight in args.weights:
-            ranked = rerank_nbest(nbest, scores, lengths, weight=weight, len_penalty=alpha,
-                                  len_penalty_style=decode.len_penalty_style, keep=1)
-            bleu = tokenized_bleu(translator.tokenizers.tgt.decode([row[0].tokens for row in ranked]), refs_tok, lang)
-            baseline = bleu if baseline is None else baseline
-            print(f"{alpha:>11.2f} {weight:>6.2f} {bleu:>6.2f} {bleu - baseline:>+7.2f}")
-            best = max(best, (bleu, alpha, weight, baseline))
-    bleu, alpha, weight, baseline = best
-    print(f"best: len_penalty {alpha} weight {weight}: BLEU {bleu:.2f} ({bleu - baseline:+.2f} over the search alone "
-          f"at that length penalty); reranking costs {rerank_s / search_s:.2f}x the search time "
+            for shares in args.shares if weight else [[]]:
+                ranked = rerank_nbest(nbest, scores, lengths, weight=weight, len_penalty=alpha,
+                                      len_penalty_style=decode.len_penalty_style, keep=1, shares=shares)
+                hyps = translator.tokenizers.tgt.decode([row[0].tokens for row in ranked])
+                bleu = tokenized_bleu(hyps, refs_tok, lang)
+                baseline = bleu if baseline is None else baseline
+                named = ":".join(f"{x:g}" for x in shares) or "equal"
+                print(f"{alpha:>11.2f} {weight:>6.2f} {named:>9} {bleu:>6.2f} {bleu - baseline:>+7.2f}")
+                best = max(best, (bleu, alpha, weight, shares, baseline))
+    bleu, alpha, weight, shares, baseline = best
+    named = f" shares {':'.join(f'{x:g}' for x in shares)}" if shares else ""
+    print(f"best: len_penalty {alpha} weight {weight}{named}: BLEU {bleu:.2f} ({bleu - baseline:+.2f} over the "
+          f"search alone at that length penalty); reranking costs {rerank_s / search_s:.2f}x the search time "
           f"({search_s:.1f} s search, {rerank_s:.1f} s rerank)")
 
 

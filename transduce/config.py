@@ -144,6 +144,10 @@ class DecodeConfig:
     rerank_weight: float = 0.5
     """Reranked score: (1 - w) * the search's length-normalized score + w * the rerankers' mean
     (length-normalized the same way); 0 = no reranking."""
+    rerank_weights: tuple[float, ...] = ()
+    """Each decode.rerank model's share of that mean, in the same order (>= 0, rescaled to sum 1);
+    empty = equal shares. Belongs to the config's own rerank list: naming other rerankers (--rerank)
+    drops it."""
 
 
 @dataclass(kw_only=True)

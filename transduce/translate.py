@@ -17,7 +17,7 @@ from transduce.data.tokenizer import PAD, Tokenizer
 from transduce.decoding.corpus import search_corpus
 from transduce.decoding.ensemble import Ensemble
 from transduce.decoding.hypothesis import Hypothesis
-from transduce.decoding.rerank import rerank_nbest, sequence_log_probs
+from transduce.decoding.rerank import rerank_nbest, rerank_shares, sequence_log_probs
 from transduce.models import rnn
 from transduce.models.transformer import TransformerSeq2Seq, build, tied_aliases
 from transduce.train.corpus import Tokenizers
@@ -140,8 +140,16 @@ class Translator:
         folder = resolve_model_dir(path)
         if ensemble is None:
             ensemble = _config_members(folder, config.decode.ensemble)
+        shares = config.decode.rerank_weights
         if rerank is None:
             rerank = _config_members(folder, config.decode.rerank, "decode.rerank")
+            try:
+                if shares:
+                    rerank_shares(len(rerank), shares)
+            except ValueError as err:
+                raise ValueError(f"{folder / 'config.yaml'}: {err}") from None
+        else:
+            shares = ()  # the config's shares belong to the config's own rerankers
         rerankers = [Reranker.load(p, (config.data.src_lang, config.data.tgt_lang)) for p in rerank]
         model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
         if ensemble:
@@ -157,16 +165,19 @@ class Translator:
                 members.append(member)
             model = Ensemble(members).eval()
         config = replace(config, decode=replace(config.decode, ensemble=tuple(str(p) for p in ensemble),
-                                                rerank=tuple(str(p) for p in rerank)))
+                                                rerank=tuple(str(p) for p in rerank), rerank_weights=shares))
         return cls(model, tokenizers, config, card, device=device, rerankers=rerankers)
 
     def search(self, sentences: list[str], **overrides: object) -> list[list[Hypothesis]]:
         """Hypotheses per sentence, tokens in reading order; ``overrides`` are DecodeConfig fields (beam=,
-        nbest=, rerank_weight=, ...). With rerankers and a weight > 0 the beam's whole n-best is reranked."""
+        nbest=, rerank_weight=, rerank_weights=, ...). With rerankers and a weight > 0 the beam's whole
+        n-best is reranked."""
         cfg: DecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         if not 0.0 <= cfg.rerank_weight <= 1.0:
             raise ValueError(f"decode.rerank_weight must be in [0, 1], got {cfg.rerank_weight}")
         reranking = bool(self.rerankers) and cfg.rerank_weight > 0 and cfg.beam > 1
+        if reranking:
+            rerank_shares(len(self.rerankers), cfg.rerank_weights)  # a clear error before the search
         sources = [s.strip() for s in sentences]
         ids = self.tokenizers.src.encode(sources)
         wide = replace(cfg, nbest=max(cfg.nbest, cfg.beam)) if reranking else cfg
@@ -179,7 +190,7 @@ class Translator:
             return hyps
         scores, lengths = self.reranker_scores(sources, hyps, batch_size=cfg.batch_size)
         return rerank_nbest(hyps, scores, lengths, weight=cfg.rerank_weight, len_penalty=cfg.len_penalty,
-                            len_penalty_style=cfg.len_penalty_style, keep=cfg.nbest)
+                            len_penalty_style=cfg.len_penalty_style, keep=cfg.nbest, shares=cfg.rerank_weights)
 
     def reranker_scores(self, sources: list[str], hyps: list[list[Hypothesis]], *, batch_size: int
                         ) -> tuple[list[list[list[float]]], list[list[list[int]]]]:

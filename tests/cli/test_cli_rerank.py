@@ -130,3 +130,43 @@ def test_a_reverse_direction_model_reranks_as_a_channel_model(trained: Path, tmp
     set_config(channel_dir, "data.src_lang", "xx")
     with pytest.raises(ValueError, match="translates xx->src"):
         Translator.load(left, rerank=[channel_dir])
+
+
+def test_rerank_weights_give_each_reranker_its_share(trained: Path, right_to_left: Path, capsys,
+                                                      tmp_path: Path) -> None:
+    """Two rerankers: the right-to-left model and the left-to-right model itself. Shares (1, 0) score as
+    the right-to-left model alone does, (0, 1) as the other alone, none as their mean; the config's shares
+    are the default."""
+    left = shutil.copytree(trained / "run" / "model", tmp_path / "left")
+    shutil.copytree(right_to_left / "run" / "model", tmp_path / "r2l")
+    sentences = ["a b c d e", "q r s", "t u v w"]
+    r2l, itself = str(tmp_path / "r2l"), str(left)
+
+    def ranked(rerank: list[str] | None, **overrides: object) -> list[dict[tuple[int, ...], float]]:
+        rows = Translator.load(left, rerank=rerank).search(sentences, beam=4, nbest=4, rerank_weight=1.0, **overrides)
+        return [{tuple(h.tokens): h.score for h in row} for row in rows]
+
+    def close(a: list[dict], b: list[dict]) -> bool:
+        return all(x.keys() == y.keys() and list(x.values()) == pytest.approx(list(y.values()), abs=1e-5)
+                   for x, y in zip(a, b, strict=True))
+
+    first, second = ranked([r2l]), ranked([itself])
+    assert close(ranked([r2l, itself], rerank_weights=(1.0, 0.0)), first)
+    assert close(ranked([r2l, itself], rerank_weights=(0.0, 2.0)), second)
+    mean = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in zip(first, second, strict=True)]
+    assert not close(first, second) and close(ranked([r2l, itself]), mean)
+    set_config(left, "decode.rerank", ["../r2l", "."])
+    set_config(left, "decode.rerank_weights", [1.0, 0.0])
+    assert close(ranked(None), first)
+    assert Translator.load(left, rerank=[r2l, itself]).config.decode.rerank_weights == ()  # others: equal shares
+    args = ["--nbest", "4", "--rerank-weight", "1", *sentences]
+    _, by_config, _ = run(["translate", "--model", str(left), *args], capsys)
+    assert run(["translate", "--model", str(left), "--rerank-weights", "1,0", *args], capsys)[1] == by_config
+    assert run(["translate", "--model", str(left), "--rerank-weights", "0,1", *args], capsys)[1] != by_config
+    code, out, _ = run(["info", str(left)], capsys)
+    assert code == 0 and "(weight 0.5, shares 1.0, 0.0)" in out
+    code, _, err = run(["translate", "--model", str(left), "--rerank-weights", "1,2,3", "a b"], capsys)
+    assert code == 2 and "--rerank-weights: decode.rerank_weights has 3 weights for 2 rerankers" in err
+    set_config(left, "decode.rerank_weights", [1.0])
+    code, _, err = run(["translate", "--model", str(left), "a b"], capsys)
+    assert code == 2 and "config.yaml: decode.rerank_weights has 1 weights for 2 rerankers" in err

@@ -6,7 +6,7 @@ import torch
 from transduce.data.tokenizer import EOS
 from transduce.decoding.beam import beam_search
 from transduce.decoding.hypothesis import Hypothesis, length_penalty
-from transduce.decoding.rerank import rerank_nbest, sequence_log_probs
+from transduce.decoding.rerank import rerank_nbest, rerank_shares, sequence_log_probs
 from transduce.models.transformer import TransformerConfig, build
 
 V = 9
@@ -50,3 +50,24 @@ def test_rerank_nbest_combines_normalized_scores_and_reorders() -> None:
                        len_penalty=0.0, len_penalty_style="fairseq", keep=2)
     # the rerankers' mean: (-2 - 2) / 2 beats (-12 - 2) / 2
     assert two[0][0].tokens == [4] and two[0][0].score == pytest.approx(-2.0)
+
+
+def test_rerank_shares_weigh_each_reranker() -> None:
+    hyps = [[Hypothesis([4, 5], -1.0, -3.0), Hypothesis([4], -1.0, -3.0)]]
+    first, second = [[[-1.0, -5.0]]], [[[-6.0, -1.0]]]  # the first prefers hypothesis 0, the second 1
+    lengths = [[[0, 0]]]
+    def rank(shares: tuple[float, ...] = ()) -> list[list[Hypothesis]]:
+        return rerank_nbest(hyps, first + second, lengths * 2, weight=1.0, len_penalty=0.0,
+                            len_penalty_style="fairseq", keep=2, shares=shares)
+
+    equal = rank()
+    assert equal[0][0].tokens == [4] and equal[0][0].score == pytest.approx((-5.0 - 1.0) / 2)
+    leaning = rank((3.0, 1.0))
+    assert leaning[0][0].tokens == [4, 5] and leaning[0][0].score == pytest.approx(0.75 * -1.0 + 0.25 * -6.0)
+    assert rerank_shares(2, ()) == [0.5, 0.5] and rerank_shares(2, (0.0, 2.0)) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="has 1 weights for 2 rerankers"):
+        rerank_shares(2, (1.0,))
+    with pytest.raises(ValueError, match="not all 0"):
+        rerank_shares(2, (0.0, 0.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        rerank_shares(2, (-1.0, 2.0))

@@ -69,7 +69,10 @@ def _decode_overrides(args: argparse.Namespace) -> dict[str, object]:
         raise UsageError(f"--coverage-penalty must be >= 0, got {args.coverage_penalty}")
     if not 0.0 <= (getattr(args, "rerank_weight", None) or 0.0) <= 1.0:
         raise UsageError(f"--rerank-weight must be in [0, 1], got {args.rerank_weight}")
-    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
+    overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
+    if getattr(args, "rerank_weights", None):
+        overrides["rerank_weights"] = args.rerank_weights
+    return overrides
 
 
 def _members(values: list[str] | None) -> tuple[str, ...] | None:
@@ -77,14 +80,23 @@ def _members(values: list[str] | None) -> tuple[str, ...] | None:
     return None if not values else () if values == ["none"] else tuple(values)
 
 
-def _load_translator(path: str, ensemble: list[str] | None = None, rerank: list[str] | None = None):
-    """``ensemble``/``rerank``: the --ensemble/--rerank values (see ``_members``)."""
+def _load_translator(path: str, ensemble: list[str] | None = None, rerank: list[str] | None = None,
+                     rerank_weights: tuple[float, ...] = ()):
+    """``ensemble``/``rerank``: the --ensemble/--rerank values (see ``_members``); ``rerank_weights``: the
+    --rerank-weights value, checked against the rerankers loaded."""
+    from transduce.decoding.rerank import rerank_shares
     from transduce.translate import Translator
 
     try:
-        return Translator.load(path, ensemble=_members(ensemble), rerank=_members(rerank))
+        translator = Translator.load(path, ensemble=_members(ensemble), rerank=_members(rerank))
     except ValueError as err:  # weights that do not fit the config, ensemble vocabularies that differ
         raise UsageError(str(err)) from None
+    if rerank_weights:
+        try:
+            rerank_shares(len(translator.rerankers), rerank_weights)
+        except ValueError as err:
+            raise UsageError(f"--rerank-weights: {err}") from None
+    return translator
 
 
 def translate(args: argparse.Namespace) -> int:
@@ -100,7 +112,8 @@ def translate(args: argparse.Namespace) -> int:
     if args.plot_attention is not None and args.ensemble not in ([], ["none"]):
         raise UsageError("--plot-attention draws one model's attention; leave out --ensemble")
     alone = args.plot_attention is not None
-    translator = _load_translator(args.model, ["none"] if alone else args.ensemble, ["none"] if alone else args.rerank)
+    translator = _load_translator(args.model, ["none"] if alone else args.ensemble, ["none"] if alone else args.rerank,
+                                  args.rerank_weights)
     overrides = _decode_overrides(args)
     if args.plot_attention is not None:
         _check_attention(translator, args)
@@ -178,8 +191,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.manifest:
         if args.src or args.ref:
             raise UsageError("--manifest (speech) and --src/--ref (translation) do not go together")
-        if args.rerank or args.rerank_weight is not None:
-            raise UsageError("--rerank/--rerank-weight rerank translations; speech models use --ensemble")
+        if args.rerank or args.rerank_weight is not None or args.rerank_weights:
+            raise UsageError("--rerank/--rerank-weight(s) rerank translations; speech models use --ensemble")
         from transduce.cli import speech
 
         return speech.evaluate(args)
@@ -188,7 +201,7 @@ def evaluate(args: argparse.Namespace) -> int:
     src, refs = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(refs):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
-    translator = _load_translator(args.model, args.ensemble, args.rerank)
+    translator = _load_translator(args.model, args.ensemble, args.rerank, args.rerank_weights)
     lang = args.lang or translator.config.data.tgt_lang
     refs_tok = read_lines(args.ref_tok) if args.ref_tok else [mmt_tokenize(r, lang) for r in refs]
     started = time.perf_counter()
@@ -204,7 +217,9 @@ def evaluate(args: argparse.Namespace) -> int:
         "beam": _decode_overrides(args).get("beam", translator.config.decode.beam),
         **({"ensemble": list(translator.config.decode.ensemble)} if translator.config.decode.ensemble else {}),
         **({"rerank": list(translator.config.decode.rerank),
-            "rerank_weight": _decode_overrides(args).get("rerank_weight", translator.config.decode.rerank_weight)}
+            "rerank_weight": _decode_overrides(args).get("rerank_weight", translator.config.decode.rerank_weight),
+            "rerank_weights": list(_decode_overrides(args).get("rerank_weights",  # type: ignore[call-overload]
+                                                               translator.config.decode.rerank_weights))}
            if translator.config.decode.rerank else {}),
         "seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 1),
@@ -271,7 +286,8 @@ def info(args: argparse.Namespace) -> int:
           f"{', right to left (data.reverse_target)' if cfg.data.reverse_target else ''}")
     d = cfg.decode
     members = f", ensembled with {', '.join(d.ensemble)}" if d.ensemble else ""
-    rerank = f", n-best reranked by {', '.join(d.rerank)} (weight {d.rerank_weight})" if d.rerank else ""
+    shares = f", shares {', '.join(map(str, d.rerank_weights))}" if d.rerank_weights else ""
+    rerank = f", n-best reranked by {', '.join(d.rerank)} (weight {d.rerank_weight}{shares})" if d.rerank else ""
     print(f"decodes by default with beam {d.beam}, length penalty {d.len_penalty} ({d.len_penalty_style})"
           f"{members}{rerank}")
     if card:

@@ -13,6 +13,14 @@ from transduce.train.trainer import TrainingError
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, commands.UsageError, TrainingError)
 
 
+def floats(text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers (argparse type)."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transduce", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -71,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="translation: a model (e.g. right-to-left) that rescores the beam's n-best (repeatable; "
                             "replaces the model's decode.rerank; 'none' = no reranking)")
         p.add_argument("--rerank-weight", type=float, help="translation: the rerankers' share of the score (0-1)")
+        p.add_argument("--rerank-weights", type=floats, default=(), metavar="W,W,...",
+                       help="translation: each reranker's share of the rerankers' part, in --rerank (or "
+                            "decode.rerank) order; rescaled to sum 1 (default equal shares)")
 
     def attention_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--attention-layer", type=int, metavar="N",

@@ -4,15 +4,18 @@ The classic use is right-to-left reranking (Liu et al. 2016; Sennrich et al. 201
 left-to-right search proposes the beam's n-best, a model trained on reversed targets
 (``data.reverse_target``) scores each proposal in the other direction, and the list is re-sorted by
 
-    (1 - weight) * own score + weight * mean over rerankers of log p_r(y | x) / length_penalty(|y| + 1)
+    (1 - weight) * own score + weight * sum over rerankers r of share_r * log p_r(y | x) / length_penalty(|y| + 1)
 
-where ``own score`` is the search's length-normalized score. Each reranker sees the proposals in its
-own token ids, so they need not share the searcher's vocabulary. A reranker that translates the other
+where ``own score`` is the search's length-normalized score and the shares (``decode.rerank_weights``,
+equal by default) sum to 1. Each reranker sees the proposals in its own token ids, so they need not share
+the searcher's vocabulary. A reranker that translates the other
 way (a target-to-source "channel" model, Yee et al. 2019) scores ``log p(x | y)`` instead: the proposal
 is its source and the sentence its target; ``|y|`` is then the sentence's length.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -40,18 +43,33 @@ def sequence_log_probs(model: torch.nn.Module, src_ids: list[list[int]], tgt_ids
     return scores
 
 
+def rerank_shares(count: int, weights: Sequence[float] = ()) -> list[float]:
+    """Each of ``count`` rerankers' share of the rerankers' part: ``weights`` rescaled to sum 1, or equal
+    shares when it is empty."""
+    if not weights:
+        return [1.0 / count] * count
+    if len(weights) != count:
+        raise ValueError(f"decode.rerank_weights has {len(weights)} weights for {count} rerankers")
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"decode.rerank_weights must be >= 0 and not all 0, got {list(weights)}")
+    return [w / sum(weights) for w in weights]
+
+
 def rerank_nbest(nbest: list[list[Hypothesis]], other: list[list[list[float]]], lengths: list[list[list[int]]],
-                 *, weight: float, len_penalty: float, len_penalty_style: str, keep: int) -> list[list[Hypothesis]]:
+                 *, weight: float, len_penalty: float, len_penalty_style: str, keep: int,
+                 shares: Sequence[float] = ()) -> list[list[Hypothesis]]:
     """Re-sort each sentence's hypotheses. ``other[r][i][j]`` is reranker r's summed log-prob of hypothesis
-    j of sentence i and ``lengths[r][i][j]`` its length in that reranker's tokens (EOS not counted). The
-    returned hypotheses carry the combined score (``log_prob`` stays the searcher's); ``keep`` per sentence."""
+    j of sentence i and ``lengths[r][i][j]`` its length in that reranker's tokens (EOS not counted);
+    ``shares``: the rerankers' relative weights (``rerank_shares``; empty = equal). The returned
+    hypotheses carry the combined score (``log_prob`` stays the searcher's); ``keep`` per sentence."""
+    share = rerank_shares(len(other), shares)
     out = []
     for i, hyps in enumerate(nbest):
         rescored = []
         for j, hyp in enumerate(hyps):
-            theirs = [scores[i][j] / length_penalty(lengths[r][i][j] + 1, len_penalty, len_penalty_style)
-                      for r, scores in enumerate(other)]
-            combined = (1 - weight) * hyp.score + weight * sum(theirs) / len(theirs)
+            theirs = sum(share[r] * scores[i][j] / length_penalty(lengths[r][i][j] + 1, len_penalty, len_penalty_style)
+                         for r, scores in enumerate(other))
+            combined = (1 - weight) * hyp.score + weight * theirs
             rescored.append(Hypothesis(hyp.tokens, float(combined), hyp.log_prob))
         out.append(sorted(rescored, key=lambda h: -h.score)[:keep])
     return out
