@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from transduce.cli.config import load_recipe
@@ -204,8 +205,10 @@ def evaluate(args: argparse.Namespace) -> int:
     translator = _load_translator(args.model, args.ensemble, args.rerank, args.rerank_weights)
     lang = args.lang or translator.config.data.tgt_lang
     refs_tok = read_lines(args.ref_tok) if args.ref_tok else [mmt_tokenize(r, lang) for r in refs]
+    overrides = _decode_overrides(args)
+    decode = replace(translator.config.decode, **overrides)  # what this search uses
     started = time.perf_counter()
-    hyps = translator.translate(src, **_decode_overrides(args))
+    hyps = translator.translate(src, **overrides)
     seconds = time.perf_counter() - started
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hyps))
@@ -214,13 +217,10 @@ def evaluate(args: argparse.Namespace) -> int:
         "bleu_tok_lc": tokenized_bleu(hyps, refs_tok, lang),
         "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
         "sentences": len(src),
-        "beam": _decode_overrides(args).get("beam", translator.config.decode.beam),
-        **({"ensemble": list(translator.config.decode.ensemble)} if translator.config.decode.ensemble else {}),
-        **({"rerank": list(translator.config.decode.rerank),
-            "rerank_weight": _decode_overrides(args).get("rerank_weight", translator.config.decode.rerank_weight),
-            "rerank_weights": list(_decode_overrides(args).get("rerank_weights",  # type: ignore[call-overload]
-                                                               translator.config.decode.rerank_weights))}
-           if translator.config.decode.rerank else {}),
+        "beam": decode.beam,
+        **({"ensemble": list(decode.ensemble)} if decode.ensemble else {}),
+        **({"rerank": list(decode.rerank), "rerank_weight": decode.rerank_weight,
+            "rerank_weights": list(decode.rerank_weights)} if decode.rerank else {}),
         "seconds": round(seconds, 2),
         "sentences_per_second": round(len(src) / seconds, 1),
     }
