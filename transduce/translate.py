@@ -99,12 +99,10 @@ class Reranker:
               ) -> tuple[list[list[float]], list[list[int]]]:
         """Summed log-probabilities of each output given its source (a channel model: of the source given
         the output), and the lengths in tokens of what was scored."""
-        given, scored = sources, [text for row in outputs for text in row]
-        if self.channel:
-            given, scored = scored, [sources[i] for i, row in enumerate(outputs) for _ in row]
-        given_ids = self.tokenizers.src.encode(given)
-        flat_src = given_ids if self.channel else [given_ids[i] for i, row in enumerate(outputs) for _ in row]
-        flat_tgt = self.tokenizers.tgt.encode(scored)
+        flat_outputs = [text for row in outputs for text in row]
+        flat_sources = [sources[i] for i, row in enumerate(outputs) for _ in row]  # one per output
+        given, scored = (flat_outputs, flat_sources) if self.channel else (flat_sources, flat_outputs)
+        flat_src, flat_tgt = self.tokenizers.src.encode(given), self.tokenizers.tgt.encode(scored)
         if self.reverse:
             flat_tgt = [ids[::-1] for ids in flat_tgt]
         flat = sequence_log_probs(self.model, flat_src, flat_tgt, batch_size=batch_size, device=device)
@@ -143,11 +141,11 @@ class Translator:
         shares = config.decode.rerank_weights
         if rerank is None:
             rerank = _config_members(folder, config.decode.rerank, "decode.rerank")
-            try:
-                if shares:
+            if shares:
+                try:
                     rerank_shares(len(rerank), shares)
-            except ValueError as err:
-                raise ValueError(f"{folder / 'config.yaml'}: {err}") from None
+                except ValueError as err:
+                    raise ValueError(f"{folder / 'config.yaml'}: {err}") from None
         else:
             shares = ()  # the config's shares belong to the config's own rerankers
         rerankers = [Reranker.load(p, (config.data.src_lang, config.data.tgt_lang)) for p in rerank]

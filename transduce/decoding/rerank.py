@@ -8,9 +8,9 @@ left-to-right search proposes the beam's n-best, a model trained on reversed tar
 
 where ``own score`` is the search's length-normalized score and the shares (``decode.rerank_weights``,
 equal by default) sum to 1. Each reranker sees the proposals in its own token ids, so they need not share
-the searcher's vocabulary. A reranker that translates the other
-way (a target-to-source "channel" model, Yee et al. 2019) scores ``log p(x | y)`` instead: the proposal
-is its source and the sentence its target; ``|y|`` is then the sentence's length.
+the searcher's vocabulary. A reranker that translates the other way (a target-to-source "channel" model,
+Yee et al. 2019) scores ``log p(x | y)`` instead: the proposal is its source and the sentence its
+target; ``|y|`` is then the sentence's length.
 """
 
 from __future__ import annotations
