@@ -24,7 +24,8 @@ class DataConfig:
     tgt_lang: str = "de"
     """Target file suffix."""
     train: str = "train"
-    """Prefix of the training files."""
+    """Prefix of the training files; several comma-separated are read one after another
+    (``train,train.kd``: the real pairs, then distilled ones, README "Distillation")."""
     valid: str = "val"
     """Prefix of the development files (tuning and early stopping)."""
     vocab_size: int = 8000

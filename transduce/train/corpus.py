@@ -49,6 +49,21 @@ def _find(folder: Path, prefix: str, lang: str) -> Path:
     raise DataError(f"{folder}/{prefix}.{lang}: no such file (data.dir={folder})")
 
 
+def read_training_pairs(cfg: DataConfig) -> tuple[list[str], list[str]]:
+    """The training pairs of ``cfg.train``: one prefix, or several comma-separated (``train,train.kd``:
+    the real pairs, then e.g. an ensemble's translations of the same sources) read one after another."""
+    prefixes = [p.strip() for p in cfg.train.split(",")]
+    if not all(prefixes):
+        raise DataError(f"data.train={cfg.train!r} has an empty prefix")
+    src: list[str] = []
+    tgt: list[str] = []
+    for prefix in prefixes:
+        s, t = read_parallel(_find(Path(cfg.dir), prefix, cfg.src_lang), _find(Path(cfg.dir), prefix, cfg.tgt_lang))
+        src += s
+        tgt += t
+    return src, tgt
+
+
 def train_tokenizers(cfg: DataConfig, src: list[str], tgt: list[str], out: Path) -> Tokenizers:
     """Train SentencePiece on the training text (joint or per side) into ``out``."""
     src_path, tgt_path = Tokenizers.files(out, cfg.joint_vocab)
@@ -64,7 +79,7 @@ def train_tokenizers(cfg: DataConfig, src: list[str], tgt: list[str], out: Path)
 def load_corpus(cfg: DataConfig, run_dir: Path, log=print) -> Corpus:
     """Read, tokenize (training the tokenizer into ``run_dir`` the first time) and filter."""
     folder = Path(cfg.dir)
-    train = read_parallel(_find(folder, cfg.train, cfg.src_lang), _find(folder, cfg.train, cfg.tgt_lang))
+    train = read_training_pairs(cfg)
     valid = read_parallel(_find(folder, cfg.valid, cfg.src_lang), _find(folder, cfg.valid, cfg.tgt_lang))
     if all(p.is_file() for p in Tokenizers.files(run_dir, cfg.joint_vocab)):
         toks = Tokenizers.load(run_dir, cfg.joint_vocab)
