@@ -55,10 +55,11 @@ def read_training_pairs(cfg: DataConfig) -> tuple[list[str], list[str]]:
     prefixes = [p.strip() for p in cfg.train.split(",")]
     if not all(prefixes):
         raise DataError(f"data.train={cfg.train!r} has an empty prefix")
+    folder = Path(cfg.dir)
     src: list[str] = []
     tgt: list[str] = []
     for prefix in prefixes:
-        s, t = read_parallel(_find(Path(cfg.dir), prefix, cfg.src_lang), _find(Path(cfg.dir), prefix, cfg.tgt_lang))
+        s, t = read_parallel(_find(folder, prefix, cfg.src_lang), _find(folder, prefix, cfg.tgt_lang))
         src += s
         tgt += t
     return src, tgt
