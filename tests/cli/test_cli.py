@@ -323,3 +323,13 @@ def test_coverage_penalty_flag(trained: Path, capsys, tmp_path: Path) -> None:
     code, out, _ = run(["evaluate", "--model", model, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
                         "--lang", "en", "--coverage-penalty", "0.2"], capsys)
     assert code == 0 and json.loads(out)["sentences"] == 1
+
+
+def test_closed_stdout_ends_quietly() -> None:
+    """`transduce ... | head` closes the pipe early: no traceback, the status a shell gives a SIGPIPE'd process."""
+    proc = subprocess.Popen([sys.executable, "-m", "transduce", "info", str(ROOT / "models" / "multi30k-en-de-kd7")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child has imported torch, so its first print meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
