@@ -9,7 +9,7 @@ put it in the model's decode section (len_penalty, rerank, rerank_weight, rerank
 --len-penalty / --rerank / --rerank-weight / --rerank-weights. Tune on a dev set, never on test.
 
 Run (the bundled English-German models on Multi30k val):
-    .venv/bin/python benchmarks/mt_rerank.py --model models/multi30k-en-de \\
+    .venv/bin/python benchmarks/mt_rerank.py --model models/multi30k-en-de-best \\
         --rerank models/multi30k-en-de-r2l --src work/data/multi30k/val.en --ref work/data/multi30k/val.de
 """
 

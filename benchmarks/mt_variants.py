@@ -1,8 +1,8 @@
 """Train translation variants side by side under one wall-clock deadline, then for each: average its
 last checkpoints, choose (checkpoints averaged x length penalty) on val, and score test once.
 
-This produced the README's "Attentional RNNs against the Transformer" tables (on one GPU, where the
-runs share the device; on 2 CPU cores run one or two variants at a time):
+This produced the "Attentional RNNs against the Transformer" tables of docs/results/mt-multi30k.md (on one GPU,
+where the runs share the device; on 2 CPU cores run one or two variants at a time):
 
     python benchmarks/mt_variants.py --data work/data/multi30k --out work/sweeps/long --seconds 450 \\
         --preset long

@@ -42,9 +42,10 @@ def test_streaming_conformer_on_cuda_equals_masked_full_forward_and_cpu(chunk: i
     torch.testing.assert_close(full.cpu(), on_cpu, atol=1e-5, rtol=1e-5)
 
 
-def test_bundled_translation_model_beam_search_on_cuda_equals_cpu() -> None:
+@pytest.mark.parametrize("name", ["multi30k-en-de", "multi30k-en-de-best"])  # one model; the ensemble preset
+def test_bundled_translation_model_beam_search_on_cuda_equals_cpu(name: str) -> None:
     sentences = [s for s in (ROOT / "examples" / "en-de.en").read_text().splitlines() if s.strip()]
-    model = ROOT / "models" / "multi30k-en-de"
+    model = ROOT / "models" / name
     on_cpu = Translator.load(model).translate(sentences)
     assert Translator.load(model, device="cuda").translate(sentences) == on_cpu
 

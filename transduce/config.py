@@ -6,10 +6,13 @@ sees these objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from transduce.data.features import FbankConfig
+from transduce.errors import ConfigError
 from transduce.models.transformer import TransformerConfig
 
 
@@ -269,13 +272,16 @@ class CTCDecodeConfig:
         return text
 
 
+DEFAULT_TASK = "translation"
+"""The task of a recipe or model config without a ``task:`` key."""
+
+
 @dataclass(kw_only=True)
 class RunConfig:
-    """A whole recipe. ``task`` picks the section types: translation (Transformer
-    encoder-decoder on parallel text), rnn_translation (attentional RNN encoder-decoder on
-    parallel text) or ctc (speech recognition with a CTC head)."""
+    """A whole recipe. ``task`` names the task kind (``transduce/tasks/__init__.py``), which picks the types of
+    the data, model and decode sections."""
 
-    task: str = "translation"
+    task: str = DEFAULT_TASK
     data: Any = field(default_factory=DataConfig)
     model: Any = field(default_factory=TransformerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -285,22 +291,12 @@ class RunConfig:
 
 SECTIONS = {"data": DataConfig, "model": TransformerConfig, "optim": OptimConfig,
             "train": TrainConfig, "decode": DecodeConfig}
-TASKS = ("translation", "rnn_translation", "ctc")
+"""The sections of a recipe with their default types; a task kind replaces data, model and decode."""
 
 
-def task_sections(task: str) -> dict[str, type]:
-    """The dataclass of each recipe section for ``task``."""
-    if task == "translation":
-        return SECTIONS
-    if task == "rnn_translation":
-        from transduce.models.rnn import RNNConfig
-
-        return {**SECTIONS, "model": RNNConfig}
-    if task == "ctc":
-        from transduce.models.ctc import CTCModelConfig
-
-        return {**SECTIONS, "data": SpeechDataConfig, "model": CTCModelConfig, "decode": CTCDecodeConfig}
-    raise ConfigError(f"task: unknown task {task!r} (known: {', '.join(TASKS)})")
+def fbank_config(data: SpeechDataConfig) -> FbankConfig:
+    """The log-mel front end a speech recipe's data section describes."""
+    return FbankConfig(sample_rate=data.sample_rate, num_mel_bins=data.num_mel_bins)
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -315,10 +311,6 @@ def to_dict(cfg: RunConfig) -> dict:
         return value
 
     return plain(asdict(cfg))  # type: ignore[return-value]
-
-
-class ConfigError(ValueError):
-    """A recipe that does not fit the dataclasses; the message names the key."""
 
 
 def _coerce(value: object, annotation: str, key: str) -> object:
@@ -353,11 +345,19 @@ def _coerce(value: object, annotation: str, key: str) -> object:
     raise ConfigError(f"{key}: expected {annotation}, got {type(value).__name__} {value!r}")
 
 
+def _check_names(data: dict, what: str) -> None:
+    """Keys must be strings (YAML also allows numbers, booleans, null and lists as keys)."""
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"{what} {key!r} is a {type(key).__name__}, not a string")
+
+
 def section_from_dict(cls: type, data: object, name: str) -> object:
     from dataclasses import fields
 
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: expected a mapping, got {type(data).__name__}")
+    _check_names(data, f"{name}: key")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -366,18 +366,21 @@ def section_from_dict(cls: type, data: object, name: str) -> object:
     return cls(**values)
 
 
-def from_dict(data: object) -> RunConfig:
-    """Nested dict (as from YAML) -> RunConfig; unknown keys and wrong types raise ConfigError."""
+def from_dict(data: object, sections: Callable[[str], Mapping[str, type]]) -> RunConfig:
+    """Nested dict (as from YAML) -> RunConfig; ``sections(task)`` gives the dataclass of each section of the
+    recipe's task (``transduce.tasks.parse_config`` passes the task kind's). Unknown keys and wrong types raise
+    ConfigError naming the key."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping of sections, got {type(data).__name__}")
-    task = data.get("task", "translation")
+    _check_names(data, "section name")
+    task = data.get("task", DEFAULT_TASK)
     if not isinstance(task, str):
         raise ConfigError(f"task: expected str, got {type(task).__name__} {task!r}")
-    kinds = task_sections(task)
+    kinds = sections(task)
     unknown = sorted(set(data) - set(kinds) - {"task"})
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (known: task, {', '.join(kinds)})")
-    sections = {name: section_from_dict(cls, data.get(name, {}), name) for name, cls in kinds.items()}
-    return RunConfig(task=task, **sections)  # type: ignore[arg-type]
+    values = {name: section_from_dict(cls, data.get(name, {}), name) for name, cls in kinds.items()}
+    return RunConfig(task=task, **values)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ chunk-by-chunk recognition of live audio (``transduce/streaming/stream.py``)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -12,14 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import yaml
-from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
-from transduce.config import ConfigError, CTCDecodeConfig, RunConfig, from_dict
+from transduce.config import CTCDecodeConfig, RunConfig, fbank_config
 from transduce.data.audio import load_audio
-from transduce.data.cmvn import GlobalCMVN
 from transduce.data.features import Fbank, FbankConfig
 from transduce.data.speech_batching import pad_features
 from transduce.data.text import read_lines
@@ -28,14 +24,14 @@ from transduce.decoding.ctc import CTCHypothesis, ctc_beam_search, ctc_greedy
 from transduce.decoding.ctc_ensemble import ctc_log_likelihoods, rank_candidates
 from transduce.decoding.joint import attention_rescore, joint_beam_search
 from transduce.decoding.lm_fusion import Lexicon, LMFusion
-from transduce.models.ctc import CTCModel, build_ctc, tied_aliases
+from transduce.errors import ConfigError
+from transduce.models.ctc import CTCModel
+from transduce.models.folder import resolve as resolve_model_dir
 from transduce.models.ngram import NgramLM
-from transduce.train.ctc_task import fbank_config
-from transduce.translate import resolve_model_dir
 
 if TYPE_CHECKING:
     from transduce.streaming.endpoint import EndpointConfig
-    from transduce.streaming.stream import Stream
+    from transduce.streaming.session import StreamSession
     from transduce.streaming.vad import SileroVAD
 
 MODES = ("ctc", "attention", "joint", "rescore")
@@ -60,20 +56,12 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def load_ctc_dir(path: str | Path) -> tuple[CTCModel, Tokenizer, RunConfig, dict]:
-    folder = resolve_model_dir(path)
-    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
-    if cfg.task != "ctc":
-        raise ValueError(f"{folder}: a {cfg.task} model, not a speech recognizer")
-    tokenizer = Tokenizer(folder / "spm.model")
-    model = build_ctc(cfg.model, len(tokenizer), GlobalCMVN(cfg.data.num_mel_bins))
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    missing = [k for k in missing if k not in tied_aliases(cfg.model)]
-    if missing or unexpected:
-        raise ValueError(f"{folder}: weights do not match config (missing {missing}, unexpected {unexpected})")
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    return model.eval(), tokenizer, cfg, card
+    """A speech model folder (or run folder): model in eval mode, tokenizer, config, card. Any other kind of
+    model is a UsageError naming the folder."""
+    from transduce.tasks import build_loaded  # the task registry sits above this module: looked up when called
+
+    model, cfg, folder = build_loaded(path, Recognizer, "transcribe needs a speech model")
+    return model, Tokenizer(folder.file("spm.model")), cfg, folder.card  # type: ignore[return-value]
 
 
 class Recognizer:
@@ -289,20 +277,24 @@ class Recognizer:
         return max(1, round(chunk_ms / 1000 / self.seconds_per_output))
 
     def stream(self, chunk_ms: float | None = None, *, endpoint: EndpointConfig | None = None,
-               vad: bool = False, **overrides: object) -> Stream:
+               vad: bool = False, **overrides: object) -> StreamSession:
         """A live stream: ``accept(pcm)``, ``partial()``, ``finalize()`` (``transduce/streaming/stream.py``).
         ``chunk_ms`` sets the chunk (else ``decode.chunk_size`` frames, else 640 ms); ``endpoint`` the
         segmentation rules (None = one segment until ``finalize``); ``overrides`` are CTCDecodeConfig fields
         (beam, ctc_weight and reverse_weight for the rescoring at each endpoint, left_chunks, mode: ctc turns
         rescoring off). ``vad``: silero-vad decides speech and silence for the endpoint rules (else the
         recognizer's blank frames do)."""
-        from transduce.streaming.stream import Stream
+        from transduce.streaming.session import StreamSession, StreamSettings, unstreamable
 
         cfg: CTCDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         self._check_mode(cfg)
+        why = unstreamable(self.model)
+        where = f"{self.folder / 'config.yaml'}: " if self.folder is not None else ""
         if cfg.ensemble:
-            raise ConfigError("decode.ensemble: a stream decodes one model; turn the ensemble off "
-                              "(ensemble=() in Python, --ensemble none on the command line)")
+            raise ConfigError("decode.ensemble: a stream decodes one model; turn the ensemble off (ensemble=() in "
+                              "Python, --ensemble none on the command line)" + (f"; also {where}{why}" if why else ""))
+        if why is not None:
+            raise ConfigError(f"{where}{why}")
         chunk = self.chunk_frames(chunk_ms) if chunk_ms else cfg.chunk_size or self.chunk_frames(640)
         detector = None
         if vad:
@@ -311,9 +303,11 @@ class Recognizer:
             if self._vad is None:
                 self._vad = SileroVAD(self.sample_rate)
             detector = self._vad
-        return Stream(self, chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
-                      rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight, reverse_weight=cfg.reverse_weight,
-                      endpoint=endpoint, vad=detector, fusion=self.fusion(cfg))
+        settings = StreamSettings(chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
+                                  rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight,
+                                  reverse_weight=cfg.reverse_weight, endpoint=endpoint, vad=detector,
+                                  fusion=self.fusion(cfg))
+        return StreamSession(self.model, self.tokenizer, self.fbank, settings)
 
     def transcribe(self, audio: Sequence[Audio], **overrides: object) -> list[str]:
         """Best transcript per input, in input order."""

@@ -2,53 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_file
 from tqdm import tqdm
 
-from transduce.config import DecodeConfig, RunConfig, from_dict
-from transduce.data.tokenizer import PAD, Tokenizer
+from transduce.config import DecodeConfig, RunConfig
+from transduce.data.tokenizer import Tokenizer, Tokenizers
 from transduce.decoding.corpus import search_corpus
 from transduce.decoding.ensemble import Ensemble
 from transduce.decoding.hypothesis import Hypothesis
 from transduce.decoding.rerank import rerank_nbest, rerank_shares, sequence_log_probs
-from transduce.models import rnn
-from transduce.models.transformer import TransformerSeq2Seq, build, tied_aliases
-from transduce.train.corpus import Tokenizers
+from transduce.models.folder import resolve as resolve_model_dir
+from transduce.models.rnn import RNNSeq2Seq
+from transduce.models.transformer import TransformerSeq2Seq
+
+__all__ = ["Reranker", "Translator", "load_model_dir", "resolve_model_dir"]
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a run folder holding one in ``model/``."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    if (path / "model" / "model.safetensors").is_file():
-        return path / "model"
-    raise FileNotFoundError(f"{path}: no model.safetensors here or in {path / 'model'}")
+def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq | RNNSeq2Seq, Tokenizers, RunConfig, dict]:
+    """A translation model folder (or run folder): model in eval mode, tokenizers, config, card. Any other
+    kind of model is a UsageError naming the folder."""
+    from transduce.tasks import build_loaded  # the task registry sits above this module: looked up when called
 
-
-def load_model_dir(path: str | Path) -> tuple[TransformerSeq2Seq | rnn.RNNSeq2Seq, Tokenizers, RunConfig, dict]:
-    folder = resolve_model_dir(path)
-    cfg = from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
-    toks = Tokenizers.load(folder, cfg.data.joint_vocab)
-    model: TransformerSeq2Seq | rnn.RNNSeq2Seq
-    if cfg.task == "rnn_translation":
-        model, aliases = rnn.build_rnn(cfg.model, len(toks.src), len(toks.tgt), PAD), rnn.tied_aliases(cfg.model)
-    else:
-        model, aliases = build(cfg.model, len(toks.src), len(toks.tgt), PAD), tied_aliases(cfg.model)
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    if unexpected or set(missing) - aliases:
-        raise ValueError(f"{folder}: weights do not match config (missing {missing}, unexpected {unexpected})")
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    return model.eval(), toks, cfg, card
+    model, cfg, folder = build_loaded(path, Translator, "translate needs a translation model")
+    return model, Tokenizers.load(folder.path, cfg.data.joint_vocab), cfg, folder.card  # type: ignore[return-value]
 
 
 def _config_members(folder: Path, names: Sequence[str], field: str = "decode.ensemble") -> list[Path]:
@@ -117,7 +97,7 @@ class Reranker:
 class Translator:
     """A loaded translation model with its tokenizers and default search settings."""
 
-    def __init__(self, model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble, tokenizers: Tokenizers, config: RunConfig,
+    def __init__(self, model: TransformerSeq2Seq | RNNSeq2Seq | Ensemble, tokenizers: Tokenizers, config: RunConfig,
                  card: dict | None = None, device: str = "cpu", rerankers: Sequence[Reranker] = ()) -> None:
         self.model, self.tokenizers, self.config = model.to(device), tokenizers, config
         self.card = card or {}
@@ -149,7 +129,7 @@ class Translator:
         else:
             shares = ()  # the config's shares belong to the config's own rerankers
         rerankers = [Reranker.load(p, (config.data.src_lang, config.data.tgt_lang)) for p in rerank]
-        model: TransformerSeq2Seq | rnn.RNNSeq2Seq | Ensemble = single
+        model: TransformerSeq2Seq | RNNSeq2Seq | Ensemble = single
         if ensemble:
             members: list[torch.nn.Module] = [single]
             for other in ensemble:

@@ -8,7 +8,7 @@ import torch
 
 from transduce.data.tokenizer import BOS, EOS, PAD
 from transduce.models.ctc import CTCModelConfig, attention_loss, build_ctc, ctc_loss, decoder_io, tied_aliases
-from transduce.train.ctc_task import CTCLoss
+from transduce.train.loss import CTCLoss
 
 V = 9
 

@@ -1,8 +1,9 @@
 """Boolean masks: worked examples, shapes, and agreement with an explicit loop."""
 
+import pytest
 import torch
 
-from transduce.nn.masks import attention_mask, causal_mask, padding_mask
+from transduce.nn.masks import attention_mask, causal_mask, chunk_mask, padding_mask, stream_mask, stream_masks
 
 
 def test_padding_mask_docstring_example():
@@ -49,3 +50,38 @@ def test_attention_mask_causal_with_explicit_query_length():
     got = attention_mask(key_mask, query_len=3, causal=True)
     assert got.shape == (2, 1, 3, 3)
     assert torch.equal(got[0, 0], causal_mask(3))
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import transduce.nn.masks
+
+    result = doctest.testmod(transduce.nn.masks)
+    assert result.attempted >= 8 and result.failed == 0
+
+
+@pytest.mark.parametrize(("chunk", "left"), [(1, -1), (2, -1), (3, 1), (4, 0), (5, 2)])
+def test_stream_masks_are_windows_of_the_full_chunk_mask(chunk: int, left: int) -> None:
+    """Every streaming mask equals the rows/columns of ``chunk_mask`` over the whole stream that it stands for."""
+    full = chunk_mask(40, chunk, left)
+    for frames in range(0, 30, chunk):
+        for size in range(1, chunk + 1):
+            for cached in range(0, frames + 1):
+                got = stream_mask(frames, cached, size, chunk, left)
+                assert torch.equal(got, full[frames : frames + size, frames - cached : frames + size])
+    frames, cached, lengths = torch.tensor([0, 12, 30, 6]), torch.tensor([0, 9, 12, 6]), torch.tensor([chunk] * 4)
+    lengths[2] = 1  # a final partial chunk
+    rows = stream_masks(frames, cached, lengths, chunk, left)
+    past, size = int(cached.max()), chunk
+    assert rows.shape == (4, size, past + size)
+    for b in range(4):
+        f, c, n = int(frames[b]), int(cached[b]), int(lengths[b])
+        window = full[f : f + n, f - c : f + n]  # the stream's own queries against its own keys
+        assert torch.equal(rows[b, :n, past - c : past + n], window)
+        assert not rows[b, :, : past - c].any() and not rows[b, :, past + n :].any()  # padding never attended
+
+
+def test_chunk_mask_rejects_fewer_keys_than_queries() -> None:
+    with pytest.raises(ValueError, match="keys >= size"):
+        chunk_mask(4, 2, keys=3)

@@ -81,3 +81,56 @@ def test_streaming_needs_a_causal_convolution() -> None:
     enc = ConformerEncoder(F_BINS, 32, heads=4, layers=1, ffn_dim=64, kernel_size=5)
     with pytest.raises(ValueError, match="causal"):
         enc.init_state(1)
+
+
+def batched(enc: ConformerEncoder, feats: list[torch.Tensor], joins: list[int], chunk: int, left: int,
+            gen: torch.Generator) -> list[torch.Tensor]:
+    """Streams joining at rounds ``joins``, each fed random pieces, advanced together by ``forward_chunks``
+    (one call per round, at most one chunk per stream); returns each stream's encoder output (T', D)."""
+    fed = [0] * len(feats)
+    states = [enc.init_state(1) for _ in feats]
+    outs: list[list[torch.Tensor]] = [[] for _ in feats]
+    done = [False] * len(feats)
+    rounds = 0
+    while not all(done):
+        active = [b for b in range(len(feats)) if joins[b] <= rounds and not done[b]]
+        pieces = []
+        for b in active:
+            n = int(torch.randint(0, 30, (1,), generator=gen))
+            pieces.append(feats[b][fed[b] : fed[b] + n])
+            fed[b] += pieces[-1].size(0)
+        closing = [fed[b] >= feats[b].size(0) for b in active]
+        out, lens, new = enc.forward_chunks(pieces, [states[b] for b in active], chunk_size=chunk,
+                                            left_chunks=left, final=closing)
+        assert out.size(0) == len(active) and lens.max() <= chunk
+        for i, b in enumerate(active):
+            states[b] = new[i]
+            outs[b].append(out[i, : int(lens[i])])
+            done[b] = closing[i] and int(lens[i]) < chunk
+        rounds += 1
+    return [torch.cat(o) for o in outs]
+
+
+@pytest.mark.parametrize(("chunk", "left"), [(4, -1), (3, 1), (2, 0)])
+def test_batched_streams_equal_each_stream_alone(chunk: int, left: int) -> None:
+    """Five streams of different lengths joining at different rounds, with caches of different lengths in
+    the same call (left-padded and masked), give each stream's single-stream output and the full forward."""
+    enc = encoder().eval()
+    gen = torch.Generator().manual_seed(chunk + 7 * left)
+    feats = [torch.randn(n, F_BINS, generator=gen) for n in (150, 61, 97, 123, 40)]
+    got = batched(enc, feats, [0, 0, 3, 5, 9], chunk, left, gen)
+    for f, g in zip(feats, got, strict=True):
+        alone = stream(enc, f[None], [f.size(0)], chunk, left)[0]
+        full = enc.encode(f[None], torch.tensor([f.size(0)]), chunk_size=chunk, left_chunks=left)[0][0]
+        assert g.shape == alone.shape == full.shape
+        torch.testing.assert_close(g, alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g, full, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_rows_without_a_whole_chunk_only_buffer() -> None:
+    enc = encoder().eval()
+    states = [enc.init_state(1), enc.init_state(1)]
+    out, lens, new = enc.forward_chunks([torch.randn(5, F_BINS), torch.randn(40, F_BINS)], states, chunk_size=4)
+    assert lens.tolist() == [0, 4] and out.shape == (2, 4, 32) and bool((out[0] == 0).all())
+    assert new[0].feats.size(1) == 5 and new[0].frames == 0 and new[1].frames == 4
+    assert new[1].layers[0].attn.keys.size(2) == 4 and new[0].layers[0].attn.keys.size(2) == 0

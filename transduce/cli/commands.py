@@ -9,12 +9,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from transduce.cli.config import load_recipe
-from transduce.data.text import read_lines
-
-
-class UsageError(ValueError):
-    """Wrong combination of command-line arguments."""
+from transduce.data.text import read_lines, read_text_stream
+from transduce.errors import DataError, UsageError
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -54,10 +50,12 @@ def data(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    from transduce.cli.config import load_recipe
+    from transduce.tasks import get_task
     from transduce.train.trainer import Trainer
 
     cfg = load_recipe(args.recipe, args.overrides)
-    out = Trainer(cfg, args.out, show_progress=not args.no_progress).fit(resume=args.resume)
+    out = Trainer(cfg, args.out, show_progress=not args.no_progress, kind=get_task(cfg.task)).fit(resume=args.resume)
     if out is not None:
         print(f"done: model in {out}")
     return 0
@@ -100,14 +98,47 @@ def _load_translator(path: str, ensemble: list[str] | None = None, rerank: list[
     return translator
 
 
-def translate(args: argparse.Namespace) -> int:
+def _input_lines(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The sentences to translate (arguments, --input files or stdin, read as UTF-8 lines by
+    ``iter_lines``'s rules) and where each came from ("FILE:LINE", "<stdin>:LINE", "argument N")."""
     if args.sentences and args.input:
         raise UsageError("give sentences either as arguments or with --input, not both")
-    lines = list(args.sentences)
+    if args.sentences:
+        return list(args.sentences), [f"argument {i}" for i in range(1, len(args.sentences) + 1)]
+    if not args.input:
+        lines = read_text_stream(sys.stdin)
+        return lines, [f"<stdin>:{i}" for i in range(1, len(lines) + 1)]
+    lines, where = [], []
     for path in args.input:
-        lines.extend(read_lines(path))
-    if not args.sentences and not args.input:
-        lines = [line.rstrip("\n") for line in sys.stdin]
+        found = read_lines(path)
+        lines += found
+        where += [f"{path}:{i}" for i in range(1, len(found) + 1)]
+    return lines, where
+
+
+def _check_lengths(translator, lines: list[str], where: list[str]) -> None:
+    """A DataError naming the first line too long for a model with a position table (model.max_positions):
+    its pieces + EOS, and the longest output the search may write (decode.max_len_a/b) + BOS, must fit."""
+    import torch
+
+    from transduce.decoding.hypothesis import max_lengths
+
+    positions = getattr(translator.config.model, "max_positions", None)
+    if positions is None or not lines:
+        return
+    decode = translator.config.decode
+    sizes = torch.arange(1, positions + 1)  # source lengths with EOS that fit the encoder
+    fits = sizes[max_lengths(sizes, decode.max_len_a, decode.max_len_b) + 1 <= positions]  # ... and the decoder
+    longest = int(fits.max()) if fits.numel() else 0
+    for place, ids in zip(where, translator.tokenizers.src.encode(lines), strict=True):
+        if len(ids) + 1 > longest:
+            raise DataError(f"{place}: too long for this model ({len(ids)} pieces; at most {max(longest - 1, 0)} fit "
+                            f"its model.max_positions {positions} with decode.max_len_a {decode.max_len_a} and "
+                            f"max_len_b {decode.max_len_b}); split the line")
+
+
+def translate(args: argparse.Namespace) -> int:
+    lines, where = _input_lines(args)
     if args.plot_attention is None and (args.attention_layer is not None or args.attention_head is not None):
         raise UsageError("--attention-layer/--attention-head choose what --plot-attention draws; give --plot-attention")
     if args.plot_attention is not None and args.ensemble not in ([], ["none"]):
@@ -115,6 +146,7 @@ def translate(args: argparse.Namespace) -> int:
     alone = args.plot_attention is not None
     translator = _load_translator(args.model, ["none"] if alone else args.ensemble, ["none"] if alone else args.rerank,
                                   args.rerank_weights)
+    _check_lengths(translator, lines, where)
     overrides = _decode_overrides(args)
     if args.plot_attention is not None:
         _check_attention(translator, args)
@@ -203,6 +235,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if len(src) != len(refs):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
     translator = _load_translator(args.model, args.ensemble, args.rerank, args.rerank_weights)
+    _check_lengths(translator, src, [f"{args.src}:{i}" for i in range(1, len(src) + 1)])
     lang = args.lang or translator.config.data.tgt_lang
     refs_tok = read_lines(args.ref_tok) if args.ref_tok else [mmt_tokenize(r, lang) for r in refs]
     overrides = _decode_overrides(args)
@@ -229,67 +262,35 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def average(args: argparse.Namespace) -> int:
+    import torch
+
+    from transduce.models.folder import write_model_folder
+    from transduce.tasks import get_task, parse_config
     from transduce.train import checkpoint as ckpt
-    from transduce.train.export import write_model_dir
 
     run = Path(args.run)
     paths = ckpt.step_checkpoints(run / "checkpoints")[-args.last :]
     if not paths:
         raise UsageError(f"{run / 'checkpoints'}: no step_N.pt checkpoints")
     newest = ckpt.load(paths[-1])
+    if not isinstance(newest, dict) or not {"model", "config", "progress"} <= newest.keys():
+        raise DataError(f"{paths[-1]}: not a training checkpoint (no model, config and progress)")
     card = {"weights": f"average of {[p.name for p in paths]}", "updates": newest["progress"]["update"],
             "train_seconds": round(newest["progress"]["train_seconds"])}
-    import torch
-
-    out = write_model_dir(Path(args.out), ckpt.average(paths), newest["config"], run, card,
-                          dtype=getattr(torch, args.dtype))
+    cfg = parse_config(newest["config"])
+    kind = get_task(cfg.task)
+    out = write_model_folder(args.out, ckpt.average(paths), newest["config"], kind.folder_files(cfg, run), card,
+                             dtype=getattr(torch, args.dtype), aliases=kind.tied_aliases(cfg))
     print(f"averaged {len(paths)} checkpoints ({paths[0].name} .. {paths[-1].name}) into {out} ({args.dtype})")
     return 0
 
 
 def info(args: argparse.Namespace) -> int:
-    import yaml
+    from transduce.tasks import open_folder
 
-    from transduce.translate import load_model_dir, resolve_model_dir
-
-    if yaml.safe_load((resolve_model_dir(args.path) / "config.yaml").read_text()).get("task") == "ctc":
-        from transduce.recognize import load_ctc_dir
-
-        ctc, tokenizer, speech_cfg, card = load_ctc_dir(args.path)
-        m = speech_cfg.model
-        print(f"{m.encoder} CTC encoder: {m.layers} layers, d={m.dim}, ffn={m.ffn_dim}, {m.heads} heads, "
-              f"subsampling {m.subsampling}x, {sum(p.numel() for p in ctc.parameters()) / 1e6:.2f}M parameters")
-        if m.decoder_layers:
-            reverse = f" + {m.reverse_decoder_layers}-layer right-to-left" if m.reverse_decoder_layers else ""
-            print(f"hybrid CTC/attention: {m.decoder_layers}-layer attention decoder{reverse}, "
-                  f"trained with ctc_weight {m.ctc_weight}")
-        if m.causal_conv and not m.utterance_norm:
-            chunks = f"dynamic chunks up to {m.max_chunk} frames" if m.dynamic_chunk else "full context"
-            print(f"streaming-capable (causal convolution, {chunks}); decode mode {speech_cfg.decode.mode}")
-        print(f"{len(tokenizer)} {speech_cfg.data.tokenizer} tokens, {speech_cfg.data.num_mel_bins} mel bins "
-              f"at {speech_cfg.data.sample_rate} Hz")
-        print(f"decodes by default with {speech_cfg.decode.describe()}")
-        if card:
-            print(json.dumps(card, indent=2))
-        return 0
-    model, toks, cfg, card = load_model_dir(args.path)
-    params = sum(p.numel() for p in model.parameters())
-    m = cfg.model
-    if cfg.task == "rnn_translation":
-        print(f"{m.cell} encoder-decoder {m.encoder_layers}+{m.decoder_layers} layers, hidden {m.hidden}, "
-              f"{m.attention} attention, {params / 1e6:.2f}M parameters")
-    else:
-        print(f"transformer {m.encoder_layers}+{m.decoder_layers} layers, d={m.dim}, ffn={m.ffn_dim}, "
-              f"{m.heads} heads, {'pre' if m.pre_norm else 'post'}-LN, {params / 1e6:.2f}M parameters")
-    print(f"{cfg.data.src_lang}->{cfg.data.tgt_lang}, vocabulary {len(toks.src)}/{len(toks.tgt)} "
-          f"({cfg.data.tokenizer}, {'joint' if cfg.data.joint_vocab else 'separate'})"
-          f"{', right to left (data.reverse_target)' if cfg.data.reverse_target else ''}")
-    d = cfg.decode
-    members = f", ensembled with {', '.join(d.ensemble)}" if d.ensemble else ""
-    shares = f", shares {', '.join(map(str, d.rerank_weights))}" if d.rerank_weights else ""
-    rerank = f", n-best reranked by {', '.join(d.rerank)} (weight {d.rerank_weight}{shares})" if d.rerank else ""
-    print(f"decodes by default with beam {d.beam}, length penalty {d.len_penalty} ({d.len_penalty_style})"
-          f"{members}{rerank}")
-    if card:
-        print(json.dumps(card, indent=2))
+    kind, cfg, folder = open_folder(args.path)
+    for line in kind.describe(folder, cfg):
+        print(line)
+    if folder.card:
+        print(json.dumps(folder.card, indent=2))
     return 0

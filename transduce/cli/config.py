@@ -6,7 +6,20 @@ from pathlib import Path
 
 import yaml
 
-from transduce.config import SECTIONS, ConfigError, RunConfig, from_dict
+from transduce.config import SECTIONS, RunConfig
+from transduce.errors import ConfigError
+from transduce.tasks import parse_config
+
+
+def _yaml(text: str, where: str) -> object:
+    """``text`` parsed as YAML; a ConfigError naming ``where`` for anything YAML cannot read, including
+    impossible dates (``2024-13-01``) and nesting too deep for the parser."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: invalid YAML ({str(err).splitlines()[0]})") from None
+    except (ValueError, RecursionError) as err:  # PyYAML's date constructor, deeply nested flow collections
+        raise ConfigError(f"{where}: invalid YAML ({type(err).__name__}: {err})") from None
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -19,7 +32,17 @@ def parse_override(text: str) -> tuple[str, str, object]:
     section, name = key.split(".")
     if section not in SECTIONS:
         raise ConfigError(f"--set {key}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
-    return section, name, yaml.safe_load(raw)
+    return section, name, _yaml(raw, f"--set {key}")
+
+
+def _check_keys(data: dict, path: Path) -> None:
+    """Section and field names must be strings (YAML also allows numbers, booleans, null and lists as keys)."""
+    for section, fields in data.items():
+        if not isinstance(section, str):
+            raise ConfigError(f"{path}: section name {section!r} is a {type(section).__name__}, not a string")
+        for name in fields if isinstance(fields, dict) else ():
+            if not isinstance(name, str):
+                raise ConfigError(f"{path}: {section}: key {name!r} is a {type(name).__name__}, not a string")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -28,16 +51,22 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (invalid byte at {err.start})") from None
+    data = _yaml(text, str(path))
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    _check_keys(data, path)
     for text in overrides or []:
         section, name, value = parse_override(text)
-        data.setdefault(section, {})[name] = value
+        fields = data.setdefault(section, {})
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{path}: {section}: expected a mapping to apply --set {section}.{name}, "
+                              f"got {type(fields).__name__}")
+        fields[name] = value
     try:
-        return from_dict(data)
+        return parse_config(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -6,196 +6,22 @@ import argparse
 import os
 import sys
 
-from transduce.cli import commands
-from transduce.config import ConfigError
-from transduce.data.text import DataError
-from transduce.train.trainer import TrainingError
-
-USER_ERRORS = (ConfigError, DataError, FileNotFoundError, commands.UsageError, TrainingError)
-
-
-def floats(text: str) -> tuple[float, ...]:
-    """A comma-separated list of numbers (argparse type)."""
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from transduce.cli import commands  # torch-free: commands import the library inside each function
+from transduce.cli.parser import build_parser as _build_parser
+from transduce.errors import USER_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transduce", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return _build_parser(__doc__)
 
-    data = sub.add_parser("data", help="prepare a dataset").add_subparsers(dest="dataset", required=True)
-    m30k = data.add_parser("multi30k", help="Multi30k task 1: download (or copy --from) and verify")
-    m30k.add_argument("--out", required=True, help="output folder")
-    m30k.add_argument("--from", dest="source", help="local folder with the upstream .gz files (and tok/)")
-    m30k.add_argument("--pairs", default="en-de", help="languages, e.g. en-de or en-de-fr (default en-de)")
-    digits = data.add_parser("digits", help="connected digits from the Free Spoken Digit Dataset (split by speaker)")
-    digits.add_argument("--out", required=True, help="output folder")
-    digits.add_argument("--from", dest="source", help="local FSDD folder (with recordings/); else download")
-    digits.add_argument("--seed", type=int, default=1)
-    digits.add_argument("--dev-speakers", default="nicolas", help="comma-separated dev speakers")
-    digits.add_argument("--test-speakers", default="", help="comma-separated test speakers (default none)")
-    digits.add_argument("--tts-utterances", type=int, default=0,
-                        help="extra training utterances from TTS voices speaking the digits (default 0)")
-    digits.add_argument("--tts-voices", default="default",
-                        help="comma-separated ENGINE:VOICE[+VARIANT] (default: the captions training voices)")
-    digits.add_argument("--tts-styles", type=int, default=6, help="random speaking styles per TTS voice")
-    digits.add_argument("--tts-full-band", action="store_true",
-                        help="keep the TTS takes' full band (default: band-limited to the recordings' rate, 8 kHz)")
-    digits.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
-    caps = data.add_parser("captions", help="Multi30k English captions spoken by TTS voices (split by voice)")
-    caps.add_argument("--out", required=True, help="output folder")
-    caps.add_argument("--from", dest="source", help="local Multi30k folder; else download")
-    caps.add_argument("--seed", type=int, default=1)
-    caps.add_argument("--train-sentences", type=int, default=10000)
-    caps.add_argument("--dev-sentences", type=int, default=500)
-    caps.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
-    man = data.add_parser("manifest", help="convert a Kaldi data folder or a Lhotse CutSet to a JSON-lines manifest")
-    man.add_argument("--from", dest="source", required=True, help="Kaldi folder (wav.scp, text) or CutSet file")
-    man.add_argument("--out", required=True, help="manifest to write (.jsonl)")
-    toy = data.add_parser("toy", help="toy copy/reverse task for smoke tests")
-    toy.add_argument("--out", required=True)
-    toy.add_argument("--task", choices=["copy", "reverse"], default="reverse")
-    toy.add_argument("--train", type=int, default=5000, help="training pairs")
-    toy.add_argument("--seed", type=int, default=1)
 
-    train = sub.add_parser("train", help="train a model from a YAML recipe")
-    train.add_argument("recipe", help="YAML recipe (see recipes/)")
-    train.add_argument("--out", required=True, help="run folder (checkpoints, metrics, model/)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe value, e.g. --set optim.lr=5e-4 (repeatable)")
-    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
-    def decode_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-        p.add_argument("--model", required=required, help="model folder (or run folder)")
-        p.add_argument("--beam", type=int, help="beam size (1 = greedy); default from the model")
-        p.add_argument("--len-penalty", type=float, help="length penalty alpha")
-        p.add_argument("--batch-size", type=int, help="sentences per batch")
 
-    def rerank_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--rerank", action="append", default=[], metavar="DIR",
-                       help="translation: a model (e.g. right-to-left) that rescores the beam's n-best (repeatable; "
-                            "replaces the model's decode.rerank; 'none' = no reranking)")
-        p.add_argument("--rerank-weight", type=float, help="translation: the rerankers' share of the score (0-1)")
-        p.add_argument("--rerank-weights", type=floats, default=(), metavar="W,W,...",
-                       help="translation: each reranker's share of the rerankers' part, in --rerank (or "
-                            "decode.rerank) order; rescaled to sum 1 (default equal shares)")
-
-    def attention_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--attention-layer", type=int, metavar="N",
-                       help="Transformer: decoder layer whose cross-attention is shown (0-based, negative from "
-                            "the end; default the last; plot titles count from 1)")
-        p.add_argument("--attention-head", type=int, metavar="N",
-                       help="Transformer: show this head (0-based) instead of the mean over heads")
-
-    def speech_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="speech model folder (or run folder)")
-        p.add_argument("--beam", type=int, help="CTC prefix beam size (1 = greedy); default from the model")
-        p.add_argument("--token-prune", type=int, help="tokens per frame in beam search (0 = all)")
-        p.add_argument("--batch-size", type=int, help="utterances per batch")
-        hybrid_options(p)
-
-    def hybrid_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--mode", choices=["ctc", "attention", "joint", "rescore"],
-                       help="speech decoding: ctc (greedy/prefix beam), attention beam, joint CTC/attention beam, "
-                            "or attention rescoring of the CTC n-best (hybrid models); default from the model")
-        p.add_argument("--ctc-weight", type=float, help="speech: CTC weight in joint search / rescoring")
-        p.add_argument("--reverse-weight", type=float, help="speech: right-to-left decoder share in rescoring")
-        p.add_argument("--chunk-ms", type=float, help="speech: attention chunk in ms (streaming-equivalent; "
-                                                      "with --stream, the chunk fed per step; default 640)")
-        p.add_argument("--left-chunks", type=int, help="speech: left chunks each chunk sees (-1 = all)")
-        p.add_argument("--lm", help="speech: ARPA n-gram LM over the model's pieces for shallow fusion (transduce lm)")
-        p.add_argument("--lm-weight", type=float, help="speech: shallow-fusion LM weight (0 = off; needs --beam > 1)")
-        p.add_argument("--insertion-bonus", type=float, help="speech: shallow-fusion score added per token")
-        p.add_argument("--lexicon", help="speech: known words, one per line (transduce lm --lexicon); with --lm")
-        p.add_argument("--oov-penalty", type=float, help="speech: score subtracted per word not in --lexicon")
-        p.add_argument("--stream", action="store_true", help="speech: recognize chunk by chunk as live audio")
-        p.add_argument("--vad", action="store_true",
-                       help="speech --stream: silero-vad decides speech/silence for endpointing (else CTC blanks)")
-        p.add_argument("--endpoint-silence", type=float,
-                       help="speech --stream: end a segment after this much trailing silence in seconds "
-                            "(0 = one segment per file; transcribe default 0.8, evaluate default 0)")
-
-    tr = sub.add_parser("translate", help="translate lines from stdin, files or arguments")
-    decode_options(tr)
-    tr.add_argument("--nbest", type=int, default=1, help="print the K best as 'score<TAB>text'")
-    tr.add_argument("--input", action="append", default=[], help="input file (repeatable)")
-    tr.add_argument("--coverage-penalty", type=float, help="GNMT coverage penalty beta in beam search (0 = off)")
-    tr.add_argument("--ensemble", action="append", default=[], metavar="DIR",
-                    help="another model with the same tokenizers, searched together with --model (repeatable; "
-                         "replaces the model's decode.ensemble; 'none' = this model alone)")
-    rerank_options(tr)
-    tr.add_argument("--plot-attention", metavar="DIR",
-                    help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
-    attention_options(tr)
-    tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin)")
-
-    tc = sub.add_parser("transcribe", help="speech to text: FILE<TAB>TRANSCRIPT lines, or JSON lines with --manifest")
-    speech_options(tc)
-    tc.add_argument("--manifest", help="JSON-lines manifest: print {id, text} per utterance")
-    tc.add_argument("--nbest", type=int, default=1, help="print the K best as 'FILE<TAB>score<TAB>text'")
-    tc.add_argument("--timestamps", action="store_true", help="also print each token's start time (JSON)")
-    tc.add_argument("--realtime", action="store_true", help="with --stream: feed audio no faster than real time")
-    tc.add_argument("--ensemble", action="append", default=[], metavar="DIR",
-                    help="another speech model (any units) whose CTC scores rank the pooled n-best with --model's "
-                         "(repeatable; replaces the model's decode.ensemble; 'none' = this model alone)")
-    tc.add_argument("files", nargs="*", help="audio files (wav, flac, ogg)")
-
-    ev = sub.add_parser("evaluate", help="BLEU/chrF of a translation model, or WER/CER of a speech model, as JSON")
-    decode_options(ev, required=True)
-    ev.add_argument("--token-prune", type=int, help="speech: tokens per frame in beam search (0 = all)")
-    hybrid_options(ev)
-    ev.add_argument("--src", help="translation: source file (one sentence per line; .gz ok)")
-    ev.add_argument("--ref", help="translation: reference file, detokenized")
-    ev.add_argument("--manifest", help="speech: JSON-lines manifest with reference transcripts")
-    ev.add_argument("--json", action="store_true", help="speech: one-line JSON (default: indented)")
-    ev.add_argument("--report", help="speech: write the per-utterance alignment report (S/I/D) here")
-    ev.add_argument("--ref-tok", help="official tokenized lowercased references (else made from --ref)")
-    ev.add_argument("--lang", help="target language for Moses tokenization (default: the model's)")
-    ev.add_argument("--ensemble", action="append", default=[], metavar="DIR",
-                    help="another model searched with --model (repeatable). Translation: same tokenizers; speech: "
-                         "any units, the pooled n-best ranked by summed CTC log-likelihoods, replacing the "
-                         "model's own decode.ensemble ('none' = this model alone)")
-    rerank_options(ev)
-    ev.add_argument("--output", help="also write the translations here")
-    ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
-
-    al = sub.add_parser("align", help="forced alignment of source/target pairs: attention heatmaps and/or "
-                                      "text alignments, log-probabilities on stdout")
-    al.add_argument("--model", required=True, help="translation model folder (or run folder)")
-    al.add_argument("--src", required=True, help="source sentences, one per line")
-    al.add_argument("--tgt", required=True, help="target sentences, one per line (the same count)")
-    al.add_argument("--out", required=True, help="folder for NNNN.png / NNNN.txt per pair (numbered from 1)")
-    al.add_argument("--format", choices=["png", "txt", "both"], default="both",
-                    help="heatmaps, text alignments (argmax source piece per target piece) or both (default)")
-    al.add_argument("--batch-size", type=int, help="pairs per batch")
-    attention_options(al)
-
-    av = sub.add_parser("average", help="average the last N checkpoints of a run into a model folder")
-    av.add_argument("run", help="run folder")
-    av.add_argument("--last", type=int, default=10, help="how many newest checkpoints")
-    av.add_argument("--out", required=True, help="model folder to write")
-    av.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                    help="weights as stored (loading converts to float32): float16 halves the folder")
-
-    lm = sub.add_parser("lm", help="train an n-gram LM over a speech model's pieces (for --lm shallow fusion)")
-    lm.add_argument("--model", required=True, help="speech model folder (its tokenizer splits the text)")
-    lm.add_argument("--text", nargs="+", required=True, help="training text, one sentence per line (.gz ok)")
-    lm.add_argument("--out", required=True, help="ARPA file to write (.gz compresses)")
-    lm.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
-    lm.add_argument("--normalize", choices=["none", "words"], default="none",
-                    help="words: lowercase words without punctuation, as `transduce data captions` transcribes")
-    lm.add_argument("--exclude", action="append", default=[], metavar="MANIFEST",
-                    help="drop text lines equal to a transcript of this manifest (keeps dev/test out; repeatable)")
-    lm.add_argument("--dev", metavar="MANIFEST", help="report perplexity per piece on its transcripts")
-    lm.add_argument("--lexicon", metavar="FILE", help="also write the training text's words here, one per line")
-
-    info = sub.add_parser("info", help="describe a model or run folder")
-    info.add_argument("path")
-    return parser
+def one_line(message: str) -> str:
+    """``message`` with the characters that end a line written as escapes (``\\n``), so that an error about
+    a value holding one (a --set text, a file name) is still one line."""
+    return message.translate(_LINE_BREAKS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return getattr(commands, args.command)(args) or 0
     except USER_ERRORS as err:
-        print(f"transduce {args.command}: error: {err}", file=sys.stderr)
+        print(f"transduce {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -59,7 +59,7 @@ def transcribe(args: argparse.Namespace, usage_error: type[Exception]) -> int:
     if args.stream:
         return _transcribe_stream(args, recognizer, overrides, usage_error)
     if args.manifest:
-        utts = read_manifest(args.manifest)
+        utts = read_manifest(args.manifest, check_audio=True)
         for utt, text in zip(utts, recognizer.transcribe([u.audio for u in utts], **overrides), strict=True):
             print(json.dumps({"id": utt.id, "text": text}, ensure_ascii=False))
         return 0
@@ -111,7 +111,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from transduce.metrics.wer import alignment_report, cer, error_counts, wer
     from transduce.recognize import Recognizer
 
-    utts = read_manifest(args.manifest)
+    utts = read_manifest(args.manifest, check_audio=True)
     recognizer = Recognizer.load(args.model)
     overrides = speech_overrides(args, recognizer)
     audio_seconds = sum(audio_duration(u.audio) for u in utts)

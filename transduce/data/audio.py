@@ -18,6 +18,9 @@ from transduce.data.text import DataError
 # WAV writers that cannot seek (pipes) leave a placeholder in the data chunk's size field.
 _WAV_PLACEHOLDER_SIZES = (0, 0xFFFFFFFF)
 _WAV_PLACEHOLDER_MIN = 0x7FFFF000
+# Sample rates a header may claim: below this the file is not audio we can resample sensibly (a lying header
+# of 1 Hz asks soxr for 16,000 output samples per input sample); above, libsndfile's own limit.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
 
 
 class AudioError(DataError):
@@ -27,17 +30,25 @@ class AudioError(DataError):
 def _frames_and_rate(path: Path) -> tuple[int, int]:
     """(number of samples, sample rate) from the header of a readable, non-empty, complete audio file."""
     if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+        raise AudioError(f"{path}: {'a folder, not an audio file' if path.is_dir() else 'no such file'}")
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as err:
-        raise AudioError(f"{path}: not a readable audio file ({err})") from None
+        raise AudioError(f"{path}: not a readable audio file ({_one_line(err)})") from None
     if info.frames == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: the header's sample rate {info.samplerate} Hz is outside "
+                         f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
     missing = _wav_missing_bytes(path)
     if missing:
         raise AudioError(f"{path}: truncated WAV file, {missing} bytes of the data chunk are missing")
     return info.frames, info.samplerate
+
+
+def _one_line(err: Exception) -> str:
+    """libsndfile messages may span lines; a user error is printed on one."""
+    return " ".join(str(err).split())
 
 
 def _wav_missing_bytes(path: Path) -> int:
@@ -73,12 +84,14 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
     except (sf.SoundFileError, RuntimeError) as err:
-        raise AudioError(f"{path}: cannot decode audio ({err})") from None
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     if data.shape[0] != frames:
         raise AudioError(f"{path}: truncated, header promises {frames} samples but {data.shape[0]} were read")
     wave = data.mean(axis=1)  # (N,)
+    if not np.isfinite(wave).all():  # float WAVs (or lying bit depths) can hold NaN/inf, which no clip repairs
+        raise AudioError(f"{path}: {int((~np.isfinite(wave)).sum())} samples are NaN or infinite")
     if file_rate != sample_rate:
         wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")
     wave = np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False)

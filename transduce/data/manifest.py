@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import soxr
 import torch
 
 from transduce.data.audio import AudioError, audio_duration
-from transduce.data.text import DataError
+from transduce.data.text import DataError, iter_lines
 
 if TYPE_CHECKING:
     from lhotse.cut import Cut
@@ -78,6 +79,8 @@ def _parse_line(line: str, where: str, folder: Path) -> Utterance:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for key, kind in _KEYS.items():
@@ -86,6 +89,8 @@ def _parse_line(line: str, where: str, folder: Path) -> Utterance:
         if not isinstance(obj[key], kind) or isinstance(obj[key], bool):
             raise DataError(f"{where}: key {key!r} has type {type(obj[key]).__name__}, expected "
                             f"{'number' if key == 'duration' else 'string'}")
+        if isinstance(obj[key], str) and _has_lone_surrogate(obj[key]):
+            raise DataError(f"{where}: key {key!r} holds a lone UTF-16 surrogate escape (not a character)")
     if not math.isfinite(obj["duration"]) or obj["duration"] <= 0:
         raise DataError(f"{where}: duration must be a positive number of seconds, got {obj['duration']}")
     if not obj["id"] or not obj["audio"]:
@@ -94,24 +99,46 @@ def _parse_line(line: str, where: str, folder: Path) -> Utterance:
     return Utterance(obj["id"], audio, float(obj["duration"]), obj["text"], obj["speaker"])
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    """All utterances of a JSON-lines manifest (``.gz`` allowed); the audio itself is not read."""
+def _has_lone_surrogate(text: str) -> bool:
+    """JSON's ``\\ud800`` escapes decode to code points that no UTF-8 output can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes (``.gz`` decompressed); an unreadable file or gzip stream is a DataError naming it."""
+    try:
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # unreadable; gzip: bad magic number, truncated, bad CRC
+        raise DataError(f"{path}: cannot read ({err or type(err).__name__})") from None
+
+
+def read_manifest(path: str | Path, *, check_audio: bool = False) -> list[Utterance]:
+    """All utterances of a JSON-lines manifest (``.gz`` allowed). The audio is not read unless ``check_audio``:
+    then each file's header is (it exists, is readable, non-empty, complete), and a bad one is an error naming
+    the manifest line as well as the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     folder = path.resolve().parent
-    opener = gzip.open if path.suffix == ".gz" else open
     utts: list[Utterance] = []
     first_line: dict[str, int] = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            utt = _parse_line(line, f"{path}:{number}", folder)
-            if utt.id in first_line:
-                raise DataError(f"{path}:{number}: duplicate id {utt.id!r} (first on line {first_line[utt.id]})")
-            first_line[utt.id] = number
-            utts.append(utt)
+    for number, line in enumerate(iter_lines(_read_bytes(path), str(path)), start=1):
+        if not line.strip():
+            continue
+        utt = _parse_line(line, f"{path}:{number}", folder)
+        if utt.id in first_line:
+            raise DataError(f"{path}:{number}: duplicate id {utt.id!r} (first on line {first_line[utt.id]})")
+        if check_audio:
+            try:
+                audio_duration(utt.audio)
+            except AudioError as err:
+                raise DataError(f"{path}:{number}: audio {err}") from None
+        first_line[utt.id] = number
+        utts.append(utt)
     if not utts:
         raise DataError(f"{path}: manifest is empty")
     return utts
@@ -150,17 +177,16 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> None:
 def _kaldi_table(path: Path, *, require_value: bool = True) -> dict[str, tuple[str, int]]:
     """``key rest-of-line`` rows of a Kaldi table file -> {key: (rest, line number)}."""
     table: dict[str, tuple[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            key, _, rest = line.strip().partition(" ")
-            rest = rest.strip()
-            if require_value and not rest:
-                raise DataError(f"{path}:{number}: expected 'ID VALUE', got only {key!r}")
-            if key in table:
-                raise DataError(f"{path}:{number}: duplicate id {key!r} (first on line {table[key][1]})")
-            table[key] = (rest, number)
+    for number, line in enumerate(iter_lines(_read_bytes(path), str(path)), start=1):
+        if not line.strip():
+            continue
+        key, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if require_value and not rest:
+            raise DataError(f"{path}:{number}: expected 'ID VALUE', got only {key!r}")
+        if key in table:
+            raise DataError(f"{path}:{number}: duplicate id {key!r} (first on line {table[key][1]})")
+        table[key] = (rest, number)
     if not table:
         raise DataError(f"{path}: file is empty")
     return table

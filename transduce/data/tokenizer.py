@@ -6,9 +6,12 @@ Ids: 0 pad, 1 unk, 2 bos, 3 eos in every model we train.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
+
+from transduce.errors import ConfigError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -20,9 +23,12 @@ class Tokenizer:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such tokenizer model")
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as err:  # sentencepiece: "could not parse ModelProto", unreadable file
+            raise ConfigError(f"{self.path}: not a SentencePiece model ({' '.join(str(err).split())})") from None
         if (self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD, BOS, EOS):
-            raise ValueError(f"{self.path}: expected pad/bos/eos ids {PAD}/{BOS}/{EOS}")
+            raise ConfigError(f"{self.path}: expected pad/bos/eos ids {PAD}/{BOS}/{EOS}")
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()
@@ -65,3 +71,22 @@ def train_sentencepiece(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(buffer.getvalue())
     return Tokenizer(out_path)
+
+
+@dataclass
+class Tokenizers:
+    """A translation model's source and target tokenizers (the same object when the vocabulary is joint)."""
+
+    src: Tokenizer
+    tgt: Tokenizer
+
+    @staticmethod
+    def files(folder: Path, joint: bool) -> tuple[Path, Path]:
+        if joint:
+            return folder / "spm.model", folder / "spm.model"
+        return folder / "spm.src.model", folder / "spm.tgt.model"
+
+    @classmethod
+    def load(cls, folder: str | Path, joint: bool) -> Tokenizers:
+        src, tgt = cls.files(Path(folder), joint)
+        return cls(Tokenizer(src), Tokenizer(tgt))

@@ -7,6 +7,7 @@ Dimension letters: B utterances (still searching), K beam size, N = B * K rows, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -14,8 +15,9 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.decoding.beam_loop import Candidates, beam_loop, check_beam
 from transduce.decoding.ctc_prefix_score import CTCPrefixCandidates, CTCPrefixScorer, CTCPrefixState
-from transduce.decoding.hypothesis import Hypothesis, length_penalty, mask_specials
+from transduce.decoding.hypothesis import Hypothesis
 
 NEG_INF = float("-inf")
 
@@ -53,6 +55,56 @@ def _step_scores(
     return att + ctc_weight * delta, extended  # at w = 1, att is 0 or -inf (forbidden tokens)
 
 
+@dataclass
+class JointState:
+    """The beam rows' state in a joint search."""
+
+    memory: Tensor
+    """(N, S, D) each row's encoder output."""
+    decoder: Any
+    """The attention decoder's incremental state (it owns ``reorder``)."""
+    ctc: CTCPrefixState
+    """CTC forward variables of each row's prefix."""
+    extended: CTCPrefixCandidates | None = None
+    """This step's CTC-scored extensions, until the beam picks among them (None: CTC not used)."""
+
+
+class JointScorer:
+    """A ``BeamScorer`` adding CTC prefix scores to an attention decoder's: each row's candidates are its
+    ``width`` best tokens by attention (every token when CTC alone decides), scored
+    (1 - ctc_weight) log p_att(c) + ctc_weight (log psi(g + c) - log psi(g)).
+
+    memory (B, S, D), memory_lens (B,) the encoder output; ``ctc`` holds the CTC log-posteriors (B, T, V)."""
+
+    def __init__(self, decoder: AttentionDecoder, memory: Tensor, memory_lens: Tensor, ctc: CTCPrefixScorer, *,
+                 ctc_weight: float, width: int) -> None:
+        self.decoder, self.memory, self.memory_lens, self.ctc = decoder, memory, memory_lens, ctc
+        self.ctc_weight, self.width = ctc_weight, width
+
+    def init(self, rows: Tensor) -> JointState:
+        memory = self.memory[rows]  # (N, S, D)
+        decoder = self.decoder.init_state(memory, self.memory_lens[rows])
+        return JointState(memory, decoder, self.ctc.init_state(rows.to(self.ctc.log_probs.device)))
+
+    def score(self, tokens: Tensor, state: JointState) -> tuple[Tensor, JointState]:
+        if self.ctc_weight == 1.0:  # the decoder is not run
+            return torch.zeros(tokens.size(0), self.ctc.log_probs.size(-1), device=tokens.device), state
+        lp, decoder = self.decoder.step(tokens, state.memory, state.decoder)  # (N, V)
+        return lp, JointState(state.memory, decoder, state.ctc)
+
+    def candidates(self, log_probs: Tensor, state: JointState) -> tuple[Candidates, JointState]:
+        tokens = _candidates(log_probs, self.width, self.ctc_weight)  # (N, P)
+        scores, extended = _step_scores(log_probs, tokens, self.ctc, state.ctc, self.ctc_weight)
+        return Candidates(scores, tokens), JointState(state.memory, state.decoder, state.ctc, extended)
+
+    def select(self, state: JointState, rows: Tensor, columns: Tensor) -> JointState:
+        ctc = state.ctc if state.extended is None else state.extended.select(rows, columns)
+        return JointState(state.memory[rows], state.decoder.reorder(rows), ctc)
+
+    def finish_score(self, state: JointState, row: int) -> float:
+        return 0.0
+
+
 @torch.no_grad()
 def joint_beam_search(
     decoder: AttentionDecoder, memory: Tensor, memory_lens: Tensor, ctc_log_probs: Tensor, ctc_lens: Tensor,
@@ -68,72 +120,20 @@ def joint_beam_search(
     (1 - ctc_weight) * log p_att(y, EOS) + ctc_weight * log p_ctc(y | x).
     Each row's CTC work is limited to ``pre_beam`` candidates (default max(1.5 K, K + 1)) picked by
     attention; with ctc_weight 1 the decoder is not run and every token is scored by CTC (ESPnet).
-    Stops like ``beam_search`` (fairseq rules); output lengths are capped at ``max_len`` (an int or
-    a (B,) tensor, default the CTC lengths T'). Returns per utterance its ``nbest`` best, with
+    Stops like ``beam_search`` (fairseq rules, ``beam_loop``); output lengths are capped at ``max_len``
+    (an int or a (B,) tensor, default the CTC lengths T'). Returns per utterance its ``nbest`` best, with
     ``log_prob`` the combined total and ``score`` = total / length_penalty(len + 1) as in beam.py.
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
-    if nbest > beam:
-        raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
-    device, k, batch = memory.device, beam, memory.size(0)
+    check_beam(beam, nbest)
     width = pre_beam if pre_beam is not None else max(int(1.5 * beam), beam + 1)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (N,)
-    memory = memory[rows]
-    state = decoder.init_state(memory, memory_lens[rows])
-    scorer = CTCPrefixScorer(ctc_log_probs, ctc_lens)
-    ctc_state = scorer.init_state(rows.to(ctc_log_probs.device))
-    limits = (ctc_lens if max_len is None else torch.as_tensor(max_len).expand(batch)).to(device)
-    active = torch.arange(batch, device=device)  # utterance ids still searching
-    prefixes = torch.full((batch * k, 1), BOS, dtype=torch.long, device=device)  # (N, t+1)
-    scores = torch.full((batch, k), NEG_INF, device=device)
-    scores[:, 0] = 0.0  # all beams start identical: keep one alive
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    step = 0
-    while active.numel():
-        n = active.numel()
-        if ctc_weight < 1.0:
-            lp, state = decoder.step(prefixes[:, -1], memory, state)  # (N, V)
-        else:
-            lp = torch.zeros(n * k, ctc_log_probs.size(-1), device=device)
-        lp = mask_specials(lp, (step >= limits[active]).repeat_interleave(k))
-        tokens = _candidates(lp, width, ctc_weight)  # (N, P)
-        step_scores, extended = _step_scores(lp, tokens, scorer, ctc_state, ctc_weight)
-        p = tokens.size(1)
-        totals = (scores[:, :, None] + step_scores.view(n, k, p)).view(n, k * p)
-        top_scores, top_ids = totals.topk(min(2 * k, k * p), dim=1)  # (n, 2K)
-        top_beams, top_tokens = top_ids // p, tokens.reshape(n, k * p).gather(1, top_ids)
-        is_eos = top_tokens == EOS
-        _finish(finished, active, prefixes, top_scores, top_beams, is_eos, k,
-                float(length_penalty(step + 1, len_penalty, len_penalty_style)))
-        next_scores, order = top_scores.masked_fill(is_eos, NEG_INF).topk(k, dim=1)  # (n, K)
-        next_ids = top_ids.gather(1, order)
-        done = torch.tensor([len(finished[int(u)]) >= k for u in active], device=device)
-        done |= ~next_scores[:, 0].isfinite()
-        keep = (~done).nonzero().squeeze(1)  # (B',)
-        source_rows = (keep[:, None] * k + next_ids[keep] // p).reshape(-1)  # (B' K,)
-        next_tokens = top_tokens.gather(1, order)[keep].reshape(-1, 1)  # (B' K, 1)
-        prefixes = torch.cat([prefixes[source_rows], next_tokens], dim=1)
-        memory, state = memory[source_rows], state.reorder(source_rows)
-        if extended is not None:
-            ctc_state = extended.select(source_rows, (next_ids[keep] % p).reshape(-1))
-        scores, active = next_scores[keep], active[keep]
-        step += 1
-    return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
-
-
-def _finish(
-    finished: list[list[Hypothesis]], active: Tensor, prefixes: Tensor, top_scores: Tensor,
-    top_beams: Tensor, is_eos: Tensor, k: int, divisor: float,
-) -> None:
-    """EOS among an utterance's first K candidates (n, 2K) finishes that hypothesis, until K are done."""
-    ends = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
-    for i, j in ends:
-        utt = int(active[i])
-        if len(finished[utt]) < k:
-            row = i * k + int(top_beams[i, j])
-            total = float(top_scores[i, j])
-            finished[utt].append(Hypothesis(prefixes[row, 1:].tolist(), total / divisor, total))
+    scorer = JointScorer(decoder, memory, memory_lens, CTCPrefixScorer(ctc_log_probs, ctc_lens),
+                         ctc_weight=ctc_weight, width=width)
+    batch = memory.size(0)
+    limits = (ctc_lens if max_len is None else torch.as_tensor(max_len).expand(batch)).to(memory.device)  # (B,)
+    return beam_loop(scorer, limits, beam=beam, nbest=nbest, len_penalty=len_penalty,
+                     len_penalty_style=len_penalty_style)
 
 
 def sequence_log_probs(decoder: AttentionDecoder, memory: Tensor, memory_lens: Tensor, hyps: list[list[int]]) -> Tensor:

@@ -5,11 +5,13 @@ Dimension letters: B batch, T feature frames, F feature bins, T' encoder frames,
 V vocabulary (blank = 0 = the tokenizer's PAD id; the decoder never emits it), U target length.
 Contract: ``encode(feats, feat_lens) -> (out, out_lens)``; ``forward`` returns CTC log-probs; the
 losses are ``ctc_loss`` and ``attention_loss`` below (summed over the batch: the trainer normalizes).
-Streaming: ``init_stream`` + ``forward_chunk`` (chunk masks and caches live in ``nn/conformer.py``).
+Streaming: ``init_stream`` + ``forward_chunk``, or ``forward_chunks`` for many streams in one call (chunk masks
+and caches live in ``nn/conformer.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -18,13 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.models.losses import label_smoothed_nll
 from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
 from transduce.nn.conformer import ConformerEncoder, EncoderStreamState, TransformerSpeechEncoder
 from transduce.nn.masks import padding_mask
 from transduce.nn.state import DecoderState
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
 from transduce.nn.tying import shared_tensor_names
-from transduce.train.loss import label_smoothed_nll
 
 BLANK = 0
 
@@ -140,6 +142,9 @@ class CTCModel(nn.Module):
             feats = utterance_mean_norm(feats, feat_lens)
         if self.training and self.chunk_training is not None and chunk_size == 0:
             chunk_size, left_chunks = self.chunk_training.draw()
+        short = self.encoder.subsampling.min_frames - feats.size(1)
+        if short > 0:  # too short for one output frame: padded to one, which every length (0) masks, as in a
+            feats = F.pad(feats, (0, 0, 0, short))  # batch with longer audio -> (B, min_frames, F)
         return self.encoder.encode(self.normalizer(feats), feat_lens, mask, chunk_size=chunk_size,
                                    left_chunks=left_chunks)
 
@@ -171,6 +176,16 @@ class CTCModel(nn.Module):
         return self.encoder.forward_chunk(self.normalizer(feats), state, chunk_size=chunk_size,
                                           left_chunks=left_chunks, final=final)
 
+    def forward_chunks(
+        self, feats: Sequence[Tensor], states: Sequence[EncoderStreamState], *, chunk_size: int,
+        left_chunks: int = -1, final: Sequence[bool] | None = None,
+    ) -> tuple[Tensor, Tensor, list[EncoderStreamState]]:
+        """B streams in one call: raw frames (N_b, F) and a batch-1 state each -> encoder output (B, T', D)
+        of at most one chunk per stream, lengths (B,) and the new states (see ``ConformerEncoder.forward_chunks``)."""
+        assert isinstance(self.encoder, ConformerEncoder)
+        return self.encoder.forward_chunks([self.normalizer(f) for f in feats], states, chunk_size=chunk_size,
+                                           left_chunks=left_chunks, final=final)
+
     # attention decoder: the StepModel interface of decoding/, over encoder output as memory
     def init_state(self, memory: Tensor, memory_lens: Tensor) -> DecoderState:
         return self.attention_decoder().init_state(memory, memory_lens)
@@ -185,6 +200,14 @@ class CTCModel(nn.Module):
         if self.decoder is None:
             raise ValueError("this model has no attention decoder (model.decoder_layers: 0)")
         return self.decoder
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP shards and gathers one at a time: every encoder block (Conformer ``blocks`` or
+        Transformer ``layers``) and every layer of the attention decoders, when there are any. The
+        normalizer, front end, CTC head and each decoder's tied embedding stay in the root unit."""
+        blocks = self.encoder.blocks if isinstance(self.encoder, ConformerEncoder) else self.encoder.layers
+        decoders = [d for d in (self.decoder, self.reverse_decoder) if d is not None]
+        return [*blocks, *(layer for decoder in decoders for layer in decoder.layers)]
 
 
 def ctc_loss(log_probs: Tensor, out_lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:

@@ -108,6 +108,14 @@ class RNNSeq2Seq(nn.Module):
         log_probs, state = self.decoder.step(tokens, memory, state)
         return log_probs, state, state.weights
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP gathers one at a time: the stacked encoder RNN (one call per batch). The decoder runs its
+        cells and attention once per target step, a count that differs between ranks, and FSDP gathers a unit
+        on every call, so the decoder stays in the root unit with the embeddings (shared, or tied to the
+        output weight the loss reads directly). Every unit's parameters, gradients and optimizer state are
+        still sharded between steps; the root's are gathered for the whole forward and backward."""
+        return [self.encoder.rnn]
+
 
 def coverage_loss(weights: Tensor, tgt_mask: Tensor) -> Tensor:
     """See et al. 2017: sum over real target steps t and source positions s of

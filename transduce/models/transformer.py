@@ -193,6 +193,12 @@ class TransformerSeq2Seq(nn.Module):
     def step(self, tokens: Tensor, memory: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         return self.decoder.step(tokens, memory, state)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP shards and gathers one at a time: every encoder and decoder layer. The embeddings
+        (shared between source and target, tied to the output projection, whose weight the loss reads
+        directly) and the final norms stay in the root unit."""
+        return [*self.encoder.layers, *self.decoder.layers]
+
 
 def _embedding(cfg: TransformerConfig, size: int, pad_id: int) -> nn.Embedding:
     emb = nn.Embedding(size, cfg.dim, padding_idx=pad_id)

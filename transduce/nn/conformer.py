@@ -2,7 +2,7 @@
 
 Dimension letters: B batch, T query frames (after subsampling), S key frames (S = P + T with a left
 cache of P frames), R = T + S - 1 relative distances, D model size, H heads, E head size (D = H * E),
-K depthwise kernel size, F input feature bins.
+K depthwise kernel size, F input feature bins, B' the streams of a ``forward_chunks`` call that advance.
 
 Masks are boolean, True = may attend (``nn/masks.py``): attention takes (B, 1, T|1, S) or (B, T, S),
 the convolution a (B, T) padding mask. Layers take their cache explicitly and return the new one,
@@ -12,6 +12,7 @@ so chunked streaming only has to build masks and positions and carry ``Conformer
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.nn.ffn import FeedForward
-from transduce.nn.masks import attention_mask, chunk_mask, padding_mask
+from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
 from transduce.nn.state import KVCache
 from transduce.nn.subsampling import Conv2dSubsampling, conv_lengths
 from transduce.nn.transformer import EncoderLayer
@@ -50,11 +51,6 @@ def rel_shift(scores: Tensor) -> Tensor:
     scores = scores.contiguous()
     sb, sh, _, _ = scores.stride()
     return scores.as_strided((b, h, t, s), (sb, sh, r - 1, 1), scores.storage_offset() + t - 1)
-
-
-def _attendable(mask: Tensor) -> Tensor:
-    """Let rows with no allowed key (only padded queries) see every key, so softmax stays finite."""
-    return mask | ~mask.any(dim=-1, keepdim=True)
 
 
 class RelPositionMultiHeadAttention(nn.Module):
@@ -95,7 +91,7 @@ class RelPositionMultiHeadAttention(nn.Module):
         bias = bd / math.sqrt(q.size(-1))
         if mask is not None:
             mask = mask[:, None] if mask.dim() == 3 else mask  # (B, 1, T|1, S)
-            bias = bias.masked_fill(~_attendable(mask), float("-inf"))
+            bias = bias.masked_fill(~attendable(mask), float("-inf"))
         out = F.scaled_dot_product_attention(
             q + self.pos_bias_u[:, None], kv.keys, kv.values, attn_mask=bias,
             dropout_p=self.dropout if self.training else 0.0,
@@ -190,31 +186,6 @@ class ConformerBlock(nn.Module):
         return final(x), ConformerLayerState(kv, conv_cache)
 
 
-def encoder_masks(lengths: Tensor, size: int, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Frame counts (B,) [+ extra bool mask (T, S) or (B, T, S), e.g. ``chunk_mask``] -> attention mask
-    (B, 1, T|1, S) and padding mask (B, T). Query rows left with no key see all keys (finite softmax)."""
-    pad = padding_mask(lengths, size)  # (B, T)
-    attn = attention_mask(pad)  # (B, 1, 1, S)
-    if mask is not None:
-        extra = mask[None, None] if mask.dim() == 2 else mask[:, None]  # (B|1, 1, T, S)
-        attn = _attendable(attn & extra)
-    elif bool((lengths == 0).any()):
-        attn = _attendable(attn)
-    return attn, pad
-
-
-def stream_mask(frames: int, cached: int, size: int, chunk_size: int, left_chunks: int,
-                device: torch.device | None = None) -> Tensor:
-    """The rows of ``chunk_mask`` for ``size`` new frames starting at absolute frame ``frames``, against
-    ``cached`` earlier frames followed by the new ones -> (T, P + T) bool, T = size, P = cached."""
-    query = (frames + torch.arange(size, device=device)) // chunk_size  # (T,) chunk of each query
-    key = (frames - cached + torch.arange(cached + size, device=device)) // chunk_size  # (S,)
-    mask = key[None, :] <= query[:, None]
-    if left_chunks >= 0:
-        mask &= key[None, :] >= query[:, None] - left_chunks
-    return mask
-
-
 @dataclass
 class EncoderStreamState:
     """What a streaming Conformer carries between calls of ``forward_chunk``.
@@ -237,7 +208,8 @@ class ConformerEncoder(nn.Module):
     """Subsampling -> x * sqrt(D) -> Conformer blocks with relative positions. icefall encoder interface.
 
     Streaming: ``init_state`` + ``forward_chunk`` give, chunk after chunk, exactly what ``encode`` gives
-    with ``chunk_size``/``left_chunks`` (the same code path in train and eval mode; needs ``causal``).
+    with ``chunk_size``/``left_chunks`` (the same code path in train and eval mode; needs ``causal``);
+    ``forward_chunks`` advances many streams, each with its own state, in one call.
     """
 
     def __init__(
@@ -316,6 +288,76 @@ class ConformerEncoder(nn.Module):
             layers.append(new)
         rest = buffered[:, size * sub.factor :]
         return x, EncoderStreamState(rest, layers, state.frames + size)
+
+    def forward_chunks(
+        self, feats: Sequence[Tensor], states: Sequence[EncoderStreamState], *, chunk_size: int,
+        left_chunks: int = -1, final: Sequence[bool] | None = None,
+    ) -> tuple[Tensor, Tensor, list[EncoderStreamState]]:
+        """B streams, each with its own state (batch 1, caches of any length), advance together in one call.
+
+        feats[b] (N_b, F): stream b's next N_b >= 0 normalized frames, buffered. Each stream advances by at
+        most ONE chunk: one with a whole chunk buffered computes it; one with ``final[b]`` and less than a whole
+        chunk left computes that rest; the others only buffer. Returns out (B, T, D) with each stream's new
+        frames first in its row (zeros after), lengths (B,) and the new states. Row by row the output equals
+        ``forward_chunk`` of that stream alone (to float rounding). A state after a final partial chunk is
+        spent: only its ``frames`` stay meaningful."""
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        closing = list(final) if final is not None else [False] * len(states)
+        buffered = [s.feats if f.size(0) == 0 else torch.cat([s.feats, f[None].to(s.feats)], dim=1)
+                    for f, s in zip(feats, states, strict=True)]  # (1, L_b, F) each
+        sub = self.subsampling
+        sizes = []
+        for buf, last in zip(buffered, closing, strict=True):
+            available = max(int(conv_lengths(buf.size(1), sub.layout)), 0)
+            sizes.append(chunk_size if available >= chunk_size else available if last else 0)
+        rows = [b for b, size in enumerate(sizes) if size > 0]
+        new_states = [EncoderStreamState(buf, s.layers, s.frames) for buf, s in zip(buffered, states, strict=True)]
+        device = buffered[0].device if buffered else None
+        out = torch.zeros(len(states), max(sizes, default=0), self.dim, device=device)  # (B, T, D)
+        if rows:
+            x, layers = self._advance([buffered[b] for b in rows], [states[b] for b in rows],
+                                      [sizes[b] for b in rows], chunk_size, left_chunks)
+            for i, b in enumerate(rows):
+                out[b, : sizes[b]] = x[i, : sizes[b]]
+                new_states[b] = EncoderStreamState(buffered[b][:, sizes[b] * sub.factor :], layers[i],
+                                                   states[b].frames + sizes[b])
+        return out, torch.tensor(sizes, dtype=torch.long), new_states
+
+    def _advance(
+        self, buffered: list[Tensor], states: list[EncoderStreamState], sizes: list[int], chunk_size: int,
+        left_chunks: int,
+    ) -> tuple[Tensor, list[list[ConformerLayerState]]]:
+        """One chunk of B' streams: buffers (1, L_b, F), T_b = sizes[b] new frames each -> (B', T, D), T = max
+        T_b, and each stream's new per-block caches. Caches are left-padded to the longest (P frames) and new
+        frames right-padded to T, so every row's new frames sit at the same columns, relative distances agree,
+        and ``stream_masks`` hides the padding."""
+        sub, size = self.subsampling, max(sizes)
+        need = (size - 1) * sub.factor + sub.receptive_field
+        inputs = torch.cat([F.pad(buf[:, :need], (0, 0, 0, need - min(need, buf.size(1)))) for buf in buffered])
+        x = self.dropout(sub(inputs) * math.sqrt(self.dim))  # (B', T, D)
+        cached = [s.layers[0].attn.keys.size(2) for s in states]
+        past = max(cached)
+        lengths = torch.tensor(sizes, device=x.device)
+        mask = stream_masks(torch.tensor([s.frames for s in states], device=x.device),
+                            torch.tensor(cached, device=x.device), lengths, chunk_size, left_chunks)  # (B', T, S)
+        pad = None if min(sizes) == size else padding_mask(lengths, size)  # (B', T): short final chunks
+        pos = self.dropout(relative_positions(size, past + size, self.dim, x.device))  # (T + S - 1, D)
+        per_stream: list[list[ConformerLayerState]] = [[] for _ in states]
+        for i, block in enumerate(self.blocks):
+            layer = [s.layers[i] for s in states]
+            keys = torch.cat([F.pad(c.attn.keys, (0, 0, past - c.attn.keys.size(2), 0)) for c in layer])  # (B',H,P,E)
+            values = torch.cat([F.pad(c.attn.values, (0, 0, past - c.attn.values.size(2), 0)) for c in layer])
+            batch_state = ConformerLayerState(KVCache(keys, values), torch.cat([c.conv for c in layer]))
+            x, new = block(x, pos, mask, pad, batch_state)  # new keys/values (B', H, P + T, E)
+            for b, (stream, n) in enumerate(zip(cached, sizes, strict=True)):
+                begin = past - stream
+                if left_chunks >= 0:  # later chunks see only the last left_chunks whole chunks
+                    begin = max(begin, past + n - left_chunks * chunk_size)
+                window = slice(begin, past + n)  # the stream's own cached and new frames
+                kv = KVCache(new.attn.keys[b : b + 1, :, window], new.attn.values[b : b + 1, :, window])
+                per_stream[b].append(ConformerLayerState(kv, new.conv[b : b + 1]))
+        return x, per_stream
 
 
 class TransformerSpeechEncoder(nn.Module):

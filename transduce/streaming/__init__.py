@@ -1,1 +1,2 @@
-"""Streaming recognition: chunk-by-chunk search, endpointing and voice activity detection."""
+"""Streaming recognition: stream sessions (one stream, or many batched through the encoder), endpointing and
+voice activity detection."""

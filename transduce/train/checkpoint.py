@@ -8,6 +8,7 @@ on any number of ranks do not care which layout a run used."""
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from transduce.errors import DataError
 
 CKPT_RE = re.compile(r"^step_(\d+)(\.pt)?$")
 
@@ -41,7 +45,11 @@ def load(path: str | Path) -> dict[str, Any]:
     group needed)."""
     path = Path(path)
     if not path.is_dir():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as err:  # empty, truncated, not a checkpoint
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DataError(f"{path}: not a readable checkpoint ({why})") from None
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     if not (path / "extra.pt").is_file():
@@ -72,6 +80,33 @@ def save_sharded(state: dict[str, Any], extras: dict[str, Any], path: Path, *, i
         if old.exists():
             shutil.rmtree(old)
     barrier()
+
+
+class MismatchError(ValueError):
+    """Checkpoint weights with names the model does not have, or without some it has."""
+
+
+def load_into(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, Any],
+              optimizer_state: dict[str, Any]) -> None:
+    """A checkpoint's whole weights and optimizer state into ``model`` and ``optimizer``, plain or sharded
+    (each rank takes its shards). A weight several modules share (one embedding for source and target)
+    is loaded once, under its first name: the state-dict API skips a module it has already visited and
+    would copy the whole tensor given under the second name into the sharded parameter."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    seen: set[int] = set()
+    aliases = set()
+    names = model.state_dict(keep_vars=True)
+    for name, tensor in names.items():
+        if id(tensor) in seen:
+            aliases.add(name)
+        seen.add(id(tensor))
+    missing, unexpected = names.keys() - aliases - weights.keys(), weights.keys() - names.keys()
+    if missing or unexpected:  # (the state-dict API would keep the model's values for missing names)
+        raise MismatchError(f"the weights do not fit the model: missing {sorted(missing)}, "
+                            f"unexpected {sorted(unexpected)}")
+    set_state_dict(model, optimizer, model_state_dict={k: v for k, v in weights.items() if k not in aliases},
+                   optim_state_dict=optimizer_state, options=StateDictOptions(full_state_dict=True, strict=False))
 
 
 def write_latest(folder: str | Path, name: str) -> None:

@@ -7,24 +7,7 @@ from pathlib import Path
 
 from transduce.config import DataConfig
 from transduce.data.text import DataError, filter_pairs, read_parallel
-from transduce.data.tokenizer import Tokenizer, train_sentencepiece
-
-
-@dataclass
-class Tokenizers:
-    src: Tokenizer
-    tgt: Tokenizer
-
-    @staticmethod
-    def files(folder: Path, joint: bool) -> tuple[Path, Path]:
-        if joint:
-            return folder / "spm.model", folder / "spm.model"
-        return folder / "spm.src.model", folder / "spm.tgt.model"
-
-    @classmethod
-    def load(cls, folder: str | Path, joint: bool) -> Tokenizers:
-        src, tgt = cls.files(Path(folder), joint)
-        return cls(Tokenizer(src), Tokenizer(tgt))
+from transduce.data.tokenizer import Tokenizers, train_sentencepiece
 
 
 @dataclass

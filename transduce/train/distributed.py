@@ -11,11 +11,16 @@ the same whatever the world size, and so is the data position saved in checkpoin
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from transduce.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -70,23 +75,74 @@ def init_distributed(device_type: str) -> DistContext:
     return ctx
 
 
-def wrap_for_parallel(module: torch.nn.Module, ctx: DistContext, kind: str,
-                      device: torch.device) -> torch.nn.Module:
-    """``module`` as is (one process), under DDP, or sharded with FSDP2 (``fully_shard`` on each
-    encoder/decoder layer, then on the whole): parameters, gradients and optimizer state are
-    split over ranks and gathered layer by layer."""
+def wrap_for_parallel(module: nn.Module, ctx: DistContext, kind: str, device: torch.device, *,
+                      model: nn.Module) -> nn.Module:
+    """``module`` (the loss module around ``model``) as is (one process), under DDP, or sharded with
+    FSDP2: ``fully_shard`` on each of ``model.fsdp_units()``, then on ``module`` (the root unit takes every
+    other parameter). Parameters, gradients and optimizer state are split over ranks and gathered
+    unit by unit."""
     if not ctx.active:
         return module
     if kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for layer in [*module.model.encoder.layers, *module.model.decoder.layers]:  # type: ignore[union-attr,misc]
-            fully_shard(layer)
+        for unit in fsdp_units(model):
+            fully_shard(unit)
         fully_shard(module)
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """``model.fsdp_units()``: the modules its family shards one at a time, checked to be disjoint
+    submodules that share no parameter with the rest of the model (FSDP would shard a shared parameter
+    twice and untie it). A model family without the method is a ConfigError naming its class."""
+    method = getattr(model, "fsdp_units", None)
+    if not callable(method):
+        raise ConfigError(f"train.parallel: fsdp needs the model to name the modules to shard, and "
+                          f"{type(model).__name__} has no fsdp_units(); use train.parallel: ddp")
+    units: list[nn.Module] = method()
+    paths = {id(m): name for name, m in model.named_modules(remove_duplicate=False)}
+    owner: dict[int, str] = {}  # id(parameter) -> path of the unit that holds it
+    for unit in units:
+        if id(unit) not in paths:
+            raise ValueError(f"{type(model).__name__}.fsdp_units(): a {type(unit).__name__} that is not a submodule")
+        for param in unit.parameters():
+            if id(param) in owner:
+                raise ValueError(f"{type(model).__name__}.fsdp_units(): units {owner[id(param)]} and "
+                                 f"{paths[id(unit)]} share a parameter")
+            owner[id(param)] = paths[id(unit)]
+    for name, param in model.named_parameters(remove_duplicate=False):
+        unit_path = owner.get(id(param))
+        if unit_path is not None and not name.startswith(unit_path + "."):
+            raise ValueError(f"{type(model).__name__}.fsdp_units(): {name} is the same parameter as one in "
+                             f"unit {unit_path}; keep shared and tied parameters out of the units")
+    return units
+
+
+def skip_grad_sync(module: nn.Module, skip: bool) -> AbstractContextManager:
+    """While ``skip``: backward accumulates this rank's gradients without reducing them over ranks
+    (every micro-batch of an update but the rank's last). DDP's ``no_sync``; FSDP2 keeps unsharded
+    gradients until a backward with sync on."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+
+    if skip and isinstance(module, DistributedDataParallel):
+        return module.no_sync()
+    if skip and isinstance(module, FSDPModule):
+        return _fsdp_no_sync(module)
+    return nullcontext()
+
+
+@contextmanager
+def _fsdp_no_sync(module: Any) -> Iterator[None]:
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def unshard(parts: list[list[T]], total: int) -> list[T]:

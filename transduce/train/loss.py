@@ -7,27 +7,29 @@ Smoothing spreads ``epsilon`` uniformly over the whole vocabulary (the
 chunks with a hand-written backward (gradient ``softmax - q``, ``q = (1 - eps) onehot + eps/V``):
 on CPU the (tokens x vocab) logits are the biggest tensors of a small model's step, and
 allocating them whole costs more than the arithmetic.
+
+``CTCLoss`` is the speech models' counterpart: CTC (plus the attention decoder's cross-entropy for hybrid
+models) as one module for DDP.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transduce.models.ctc import CTCModel, attention_loss, ctc_loss
+from transduce.models.losses import chunk_stats as _chunk_stats
+from transduce.models.losses import label_smoothed_nll
 from transduce.models.rnn import coverage_loss
 
+__all__ = ["CTCLoss", "CoverageSequenceLoss", "SequenceLoss", "cross_entropy_reference", "label_smoothed_nll",
+           "projected_label_smoothed_nll"]
+
 CHUNK_ROWS = 512
-
-
-def _chunk_stats(logits: Tensor, target: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor]:
-    lse = logits.logsumexp(dim=-1)  # (n,)
-    nll = lse - logits.gather(1, target[:, None]).squeeze(1)
-    smooth = lse - logits.mean(dim=-1)
-    return (1.0 - epsilon) * nll + epsilon * smooth, nll, lse
 
 
 def _softmax_minus_q(logits: Tensor, lse: Tensor, target: Tensor, epsilon: float) -> Tensor:
@@ -119,14 +121,30 @@ class CoverageSequenceLoss(torch.nn.Module):
         return loss + self.weight * coverage_loss(weights.float(), tgt_out != self.ignore_index), nll
 
 
-def label_smoothed_nll(
-    logits: Tensor, target: Tensor, *, epsilon: float, ignore_index: int
-) -> tuple[Tensor, Tensor]:
-    """logits (B, T, V), target (B, T) -> (smoothed loss sum, nll sum), fp32 scalars (autograd)."""
-    real = (target != ignore_index).flatten()
-    flat = logits.flatten(0, 1)[real].float()  # (N, V)
-    loss, nll, _ = _chunk_stats(flat, target.flatten()[real], epsilon)
-    return loss.sum(), nll.sum().detach()
+class CTCLoss(torch.nn.Module):
+    """A CTC (or hybrid CTC/attention) model and its loss as one module for DDP:
+    (feats, feat_lens, targets, target_lens) -> (loss sum, nll sum detached), where a hybrid model's
+    loss is ctc_weight * CTC + (1 - ctc_weight) * label-smoothed attention cross-entropy."""
+
+    def __init__(self, model: CTCModel, autocast: AbstractContextManager, *, ctc_weight: float = 1.0,
+                 reverse_weight: float = 0.0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.model, self.autocast = model, autocast
+        self.ctc_weight = ctc_weight if model.decoder is not None else 1.0
+        self.reverse_weight, self.label_smoothing = reverse_weight, label_smoothing
+
+    def forward(self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor) -> tuple[Tensor, Tensor]:
+        with self.autocast:
+            out, out_lens = self.model.encode(feats, feat_lens)
+            log_probs = self.model.ctc_log_probs(out)
+        ctc = ctc_loss(log_probs, out_lens, targets, target_lens)
+        w = self.ctc_weight
+        if w == 1.0:
+            return ctc, ctc.detach()
+        with self.autocast:
+            att, att_nll = attention_loss(self.model, out, out_lens, targets, target_lens,
+                                          self.label_smoothing, self.reverse_weight)
+        return w * ctc + (1 - w) * att, (w * ctc + (1 - w) * att_nll).detach()
 
 
 def cross_entropy_reference(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> Tensor:

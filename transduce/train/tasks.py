@@ -1,7 +1,8 @@
-"""What the trainer needs to know about a kind of model and data, as one small object.
+"""What the trainer needs to know about a kind of model and data, as two small protocols.
 
-The trainer owns the loop, distribution, precision and checkpoints; a task owns the data,
-the model builder, the loss module DDP wraps, dev evaluation and the exported files.
+The trainer owns the loop, distribution, precision and checkpoints. A task kind (``transduce/tasks/``: one
+module per kind, one dict naming them) says which files and tied weights its model folders have and prepares a
+``Task`` for a run: the data, the model builder, the loss module DDP wraps and dev evaluation.
 """
 
 from __future__ import annotations
@@ -48,20 +49,25 @@ class Task(Protocol):
 
     def evaluate(self, model: nn.Module, dist: DistContext, autocast: AbstractContextManager
                  ) -> tuple[dict[str, Any], float]:
-        """Dev metrics and the score early stopping maximizes."""
-        ...
-
-    def model_files(self) -> list[Path]:
-        """Files besides weights and config that a model folder needs (tokenizers, ...)."""
+        """Dev metrics, ``loss`` among them (per target token, in bits: the curves plot it beside the training
+        loss), and the score early stopping maximizes."""
         ...
 
 
-def make_task(cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> Task:
-    """Prepare the data of ``cfg.task`` (training tokenizers etc. into ``run_dir`` the first time)."""
-    if cfg.task == "ctc":
-        from transduce.train.ctc_task import CTCTask
+class TrainingKind(Protocol):
+    """The training side of a task kind (the whole kind is ``transduce.tasks.TaskKind``)."""
 
-        return CTCTask(cfg, run_dir, log)
-    from transduce.train.translation_task import TranslationTask
+    name: str
+    """The recipe's ``task:`` value."""
 
-    return TranslationTask(cfg, run_dir, log)
+    def training(self, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> Task:
+        """Prepare the data of a run (training tokenizers etc. into ``run_dir`` the first time)."""
+        ...
+
+    def folder_files(self, cfg: RunConfig, folder: Path) -> list[Path]:
+        """Files besides weights and config that a model folder (or run folder) of this kind holds."""
+        ...
+
+    def tied_aliases(self, cfg: RunConfig) -> set[str]:
+        """Parameter names stored once in a model folder because they are tied to another."""
+        ...

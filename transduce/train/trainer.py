@@ -10,7 +10,6 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,20 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
-    set_state_dict,
 )
 from tqdm import tqdm
 
-from transduce.config import ConfigError, RunConfig, to_dict
+from transduce.config import DEFAULT_TASK, RunConfig, to_dict
+from transduce.errors import ConfigError, TrainingError
 from transduce.train import checkpoint as ckpt
-from transduce.train.distributed import init_distributed, wrap_for_parallel
+from transduce.train.distributed import init_distributed, skip_grad_sync, wrap_for_parallel
 from transduce.train.export import export_model
 from transduce.train.finetune import load_initial_weights, share_tokenizers
 from transduce.train.interrupt import GracefulStop
 from transduce.train.precision import Precision
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
-from transduce.train.tasks import Task, TrainBatch, make_task
+from transduce.train.tasks import Task, TrainBatch, TrainingKind
 
 
 @dataclass
@@ -64,18 +63,22 @@ def _quiet(_: str) -> None:
     pass
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss keeps being NaN/inf)."""
-
-
 def _get(tree: dict[str, Any], dotted: str) -> object:
     section, key = dotted.split(".")
     return tree.get(section, {}).get(key)
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, log=print, show_progress: bool = True):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, log=print, show_progress: bool = True,
+                 kind: TrainingKind | None = None):
+        """``kind``: the task kind that prepares the data and names the model folder's files; default, the one
+        ``transduce.tasks`` registers for ``cfg.task``."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        if kind is None:
+            from transduce.tasks import get_task  # the registry sits above the trainer: looked up, not imported
+
+            kind = get_task(cfg.task)
+        self.kind = kind
         if cfg.train.parallel not in ("ddp", "fsdp"):
             raise ConfigError(f"train.parallel: {cfg.train.parallel!r} is not ddp or fsdp")
         learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
@@ -98,19 +101,19 @@ class Trainer:
         if not self.dist.is_main:
             self.dist.barrier()  # rank 0 trains (or, fine-tuning, copies) the tokenizer first
         elif cfg.train.init_from:
-            share_tokenizers(cfg, self.run_dir)
-        self.task: Task = make_task(cfg, self.run_dir, self.log)
+            share_tokenizers(cfg, self.run_dir, kind)
+        self.task: Task = kind.training(cfg, self.run_dir, self.log)
         if self.dist.is_main:
             self.dist.barrier()
         self.model = self.task.build_model()
         if cfg.train.init_from:
-            load_initial_weights(self.model, cfg, self.log)
+            load_initial_weights(self.model, cfg, kind, self.log)
         self.model = self.model.to(self.device)
         self.state = Progress()
         self._bad_in_a_row = 0
         self._eval_copy: torch.nn.Module | None = None
         self.step_module = wrap_for_parallel(self.task.loss_module(self.model, self.autocast),
-                                             self.dist, cfg.train.parallel, self.device)
+                                             self.dist, cfg.train.parallel, self.device, model=self.model)
         self.optimizer = self._optimizer()  # after sharding: FSDP replaces parameters by DTensors
         if self.dist.active:
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)  # distinct dropout per rank
@@ -157,9 +160,10 @@ class Trainer:
                 self.log(f"warning: skipping unreadable checkpoint {path}: {err}")
                 continue
             self._check_compatible(payload["config"], path)
-            set_state_dict(self.model, self.optimizer, model_state_dict=payload["model"],
-                           optim_state_dict=payload["optimizer"],
-                           options=StateDictOptions(full_state_dict=True))  # each rank takes its shard
+            try:
+                ckpt.load_into(self.model, self.optimizer, payload["model"], payload["optimizer"])
+            except ckpt.MismatchError as err:
+                raise ConfigError(f"{path}: {err}") from None
             self.state = Progress(**payload["progress"])
             self.precision.load_state_dict(payload.get("scaler", {}))
             self._restore_rng(payload)
@@ -186,7 +190,7 @@ class Trainer:
                for section in ("model", "data")}
         keys = [f"model.{k}" for k in now["model"] if old["model"].get(k) != now["model"][k]]
         keys += [f"data.{k}" for k in self.task.data_keys if old["data"].get(k) != now["data"][k]]
-        if saved.get("task", "translation") != now["task"]:
+        if saved.get("task", DEFAULT_TASK) != now["task"]:  # trained for another task, whichever
             keys.insert(0, "task")
         if keys:
             detail = ", ".join(f"{k}: {_get(saved, k)!r} in checkpoint, {_get(now, k)!r} now" for k in keys)
@@ -201,8 +205,7 @@ class Trainer:
         loss_sum = nll_sum = 0.0
         for i, batch in enumerate(mine):
             last = i == len(mine) - 1
-            no_sync = self.step_module.no_sync() if self.dist.active and not last else nullcontext()  # type: ignore[operator]
-            with no_sync:
+            with skip_grad_sync(self.step_module, skip=not last):
                 batch = batch.to(self.device)
                 loss, nll = self.step_module(*batch.inputs())
                 # DDP averages gradients over ranks: scale by W so the result is sum / tokens
@@ -299,8 +302,9 @@ class Trainer:
     def _checkpoint_and_maybe_stop(self, bar: tqdm) -> bool:
         """Evaluate, save; True when early stopping says to stop."""
         result = self.evaluate()
-        bar.write(f"update {self.state.update}: " + ", ".join(
-            f"{k}={v}" for k, v in result.items() if k != "kind" and "signature" not in k))
+        if self.dist.is_main:  # the other ranks' bars are off, not their write
+            bar.write(f"update {self.state.update}: " + ", ".join(
+                f"{k}={v}" for k, v in result.items() if k != "kind" and "signature" not in k))
         self.save()
         t = self.cfg.train
         if t.patience and self.state.bad_evals >= t.patience:

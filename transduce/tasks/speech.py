@@ -1,23 +1,25 @@
-"""Speech recognition with CTC: manifests, a character/subword tokenizer, global CMVN,
-frame-budget batches with augmentation, the CTC loss, dev loss + WER/CER."""
+"""Speech recognition with a CTC (or hybrid CTC/attention) model (task ``ctc``): manifests, a character/subword
+tokenizer, global CMVN, frame-budget batches with augmentation, the CTC loss, dev loss + WER/CER in training;
+``Recognizer`` for inference."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from transduce.config import ConfigError, RunConfig, SpeechDataConfig
+from transduce.config import SECTIONS, CTCDecodeConfig, RunConfig, SpeechDataConfig, fbank_config
 from transduce.data.audio import load_audio
 from transduce.data.augment import AugmentConfig, SpecAugmentConfig
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
-from transduce.data.features import Fbank, FbankConfig
+from transduce.data.features import Fbank
 from transduce.data.manifest import Utterance, read_manifest, read_manifests
 from transduce.data.speech_batching import (
     SpeechBatch,
@@ -26,16 +28,78 @@ from transduce.data.speech_batching import (
     make_speech_batches,
     utterance_frames,
 )
-from transduce.data.text import DataError
 from transduce.data.tokenizer import Tokenizer, train_sentencepiece
 from transduce.decoding.ctc import ctc_greedy
+from transduce.errors import ConfigError, DataError
 from transduce.metrics.wer import cer, wer
-from transduce.models.ctc import CTCModel, attention_loss, build_ctc, ctc_loss
+from transduce.models.ctc import CTCModel, CTCModelConfig, attention_loss, build_ctc, ctc_loss, tied_aliases
+from transduce.models.folder import ModelFolder
+from transduce.recognize import Recognizer
 from transduce.train.distributed import DistContext
+from transduce.train.loss import CTCLoss
+
+TOKENIZER = "spm.model"
+CMVN = "cmvn.json"
 
 
-def fbank_config(data: SpeechDataConfig) -> FbankConfig:
-    return FbankConfig(sample_rate=data.sample_rate, num_mel_bins=data.num_mel_bins)
+@dataclass(frozen=True)
+class SpeechKind:
+    """The ``ctc`` task kind: log-mel features into a CTC or hybrid CTC/attention model, read by ``Recognizer``."""
+
+    name: str = "ctc"
+    description: str = "a speech model"
+    inference: type = field(default=Recognizer)
+
+    @property
+    def sections(self) -> Mapping[str, type]:
+        return {**SECTIONS, "data": SpeechDataConfig, "model": CTCModelConfig, "decode": CTCDecodeConfig}
+
+    def folder_files(self, cfg: RunConfig, folder: Path) -> list[Path]:
+        return [folder / TOKENIZER]
+
+    def tied_aliases(self, cfg: RunConfig) -> set[str]:
+        return tied_aliases(cfg.model)
+
+    def build_model(self, cfg: RunConfig, folder: Path) -> CTCModel:
+        """An untrained model for the tokenizer in ``folder`` (its normalizer's statistics come with the weights)."""
+        return _build(cfg, len(Tokenizer(folder / TOKENIZER)), None)
+
+    def training(self, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> CTCTask:
+        return CTCTask(cfg, run_dir, log)
+
+    def load(self, folder: ModelFolder, device: str = "cpu") -> Recognizer:
+        return Recognizer.load(folder.path, device=device)
+
+    def describe(self, folder: ModelFolder, cfg: RunConfig) -> list[str]:
+        """``transduce info`` lines."""
+        model, m = folder.load_into(self.build_model(cfg, folder.path), self.tied_aliases(cfg)), cfg.model
+        lines = [f"{m.encoder} CTC encoder: {m.layers} layers, d={m.dim}, ffn={m.ffn_dim}, {m.heads} heads, "
+                 f"subsampling {m.subsampling}x, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"]
+        if m.decoder_layers:
+            reverse = f" + {m.reverse_decoder_layers}-layer right-to-left" if m.reverse_decoder_layers else ""
+            lines.append(f"hybrid CTC/attention: {m.decoder_layers}-layer attention decoder{reverse}, "
+                         f"trained with ctc_weight {m.ctc_weight}")
+        if m.causal_conv and not m.utterance_norm:
+            chunks = f"dynamic chunks up to {m.max_chunk} frames" if m.dynamic_chunk else "full context"
+            lines.append(f"streaming-capable (causal convolution, {chunks}); decode mode {cfg.decode.mode}")
+        vocab = len(Tokenizer(folder.path / TOKENIZER))
+        lines.append(f"{vocab} {cfg.data.tokenizer} tokens, {cfg.data.num_mel_bins} mel bins "
+                     f"at {cfg.data.sample_rate} Hz")
+        lines.append(f"decodes by default with {cfg.decode.describe()}")
+        return lines
+
+
+SPEECH = SpeechKind()
+
+
+def _build(cfg: RunConfig, vocab: int, cmvn: CMVNStats | None) -> CTCModel:
+    try:
+        model = build_ctc(cfg.model, vocab, GlobalCMVN(cfg.data.num_mel_bins))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cmvn is not None:
+        model.normalizer.load_state_dict(GlobalCMVN.from_stats(cmvn).state_dict())
+    return model
 
 
 def augment_config(data: SpeechDataConfig) -> AugmentConfig:
@@ -61,33 +125,9 @@ def estimate_cmvn(utts: list[Utterance], data: SpeechDataConfig, log: Callable[[
     return stats
 
 
-class CTCLoss(nn.Module):
-    """A CTC (or hybrid CTC/attention) model and its loss as one module for DDP:
-    (feats, feat_lens, targets, target_lens) -> (loss sum, nll sum detached), where a hybrid model's
-    loss is ctc_weight * CTC + (1 - ctc_weight) * label-smoothed attention cross-entropy."""
-
-    def __init__(self, model: CTCModel, autocast: AbstractContextManager, *, ctc_weight: float = 1.0,
-                 reverse_weight: float = 0.0, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.model, self.autocast = model, autocast
-        self.ctc_weight = ctc_weight if model.decoder is not None else 1.0
-        self.reverse_weight, self.label_smoothing = reverse_weight, label_smoothing
-
-    def forward(self, feats: Tensor, feat_lens: Tensor, targets: Tensor, target_lens: Tensor) -> tuple[Tensor, Tensor]:
-        with self.autocast:
-            out, out_lens = self.model.encode(feats, feat_lens)
-            log_probs = self.model.ctc_log_probs(out)
-        ctc = ctc_loss(log_probs, out_lens, targets, target_lens)
-        w = self.ctc_weight
-        if w == 1.0:
-            return ctc, ctc.detach()
-        with self.autocast:
-            att, att_nll = attention_loss(self.model, out, out_lens, targets, target_lens,
-                                          self.label_smoothing, self.reverse_weight)
-        return w * ctc + (1 - w) * att, (w * ctc + (1 - w) * att_nll).detach()
-
-
 class CTCTask:
+    """A speech run's data (filtered manifests, tokenizer, CMVN statistics), loss and dev evaluation."""
+
     data_keys: tuple[str, ...] = ("tokenizer", "vocab_size", "sample_rate", "num_mel_bins")
 
     def __init__(self, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> None:
@@ -104,7 +144,7 @@ class CTCTask:
         self.valid_targets = self.tokenizer.encode([u.text for u in self.valid])
 
     def _tokenizer(self, texts: list[str]) -> Tokenizer:
-        path = self.run_dir / "spm.model"
+        path = self.run_dir / TOKENIZER
         if path.is_file():
             return Tokenizer(path)
         d = self.cfg.data
@@ -113,7 +153,7 @@ class CTCTask:
         return tok
 
     def _cmvn(self, train: list[Utterance]) -> CMVNStats:
-        path = self.run_dir / "cmvn.json"
+        path = self.run_dir / CMVN
         if path.is_file():
             return CMVNStats.from_dict(json.loads(path.read_text()))
         stats = estimate_cmvn(train, self.cfg.data, self.log, self.cfg.model.utterance_norm)
@@ -139,12 +179,7 @@ class CTCTask:
         return [utts[i] for i in keep], [targets[i] for i in keep]
 
     def build_model(self) -> CTCModel:
-        try:
-            model = build_ctc(self.cfg.model, len(self.tokenizer), GlobalCMVN(self.cfg.data.num_mel_bins))
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        model.normalizer.load_state_dict(GlobalCMVN.from_stats(self.cmvn).state_dict())
-        return model
+        return _build(self.cfg, len(self.tokenizer), self.cmvn)
 
     def loss_module(self, model: nn.Module, autocast: AbstractContextManager) -> nn.Module:
         m = self.cfg.model
@@ -198,7 +233,3 @@ class CTCTask:
         if hybrid:
             result["att_loss"] = round(att_sum / tokens / math.log(2), 4)
         return result, -result["wer"]
-
-    def model_files(self) -> list[Path]:
-        return [self.run_dir / "spm.model"]
-
