@@ -89,7 +89,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     """Label smoothing epsilon."""
     precision: str = "fp32"
-    """fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling); master weights stay fp32."""
+    """fp32, bf16 (autocast), fp16 (autocast + dynamic loss scaling) or auto: bf16 where the device computes it
+    natively (CUDA with bf16; CPUs with AMX or AVX512-BF16), fp32 otherwise, logged with the reason; checkpoints
+    and the model folder record the choice. Master weights stay fp32."""
     seed: int = 1
     """Seed for initialization, shuffling and dropout."""
     init_from: str = ""

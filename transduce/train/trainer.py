@@ -10,7 +10,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from transduce.train.distributed import init_distributed, skip_grad_sync, wrap_f
 from transduce.train.export import export_model
 from transduce.train.finetune import load_initial_weights, share_tokenizers
 from transduce.train.interrupt import GracefulStop
-from transduce.train.precision import Precision
+from transduce.train.precision import Precision, detect_hardware, resolve_precision
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
 from transduce.train.tasks import Task, TrainBatch, TrainingKind
@@ -90,7 +90,12 @@ class Trainer:
         self.log = log if self.dist.is_main else _quiet  # only rank 0 talks, draws and writes
         self.show_progress = show_progress and self.dist.is_main
         self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
-        self.precision = Precision(cfg.train.precision, self.device.type, sharded=self.sharded)
+        precision, note = resolve_precision(cfg.train.precision, detect_hardware(self.device))
+        if note:
+            self.log(note)
+        if precision != cfg.train.precision:  # auto: checkpoints, the model folder and evaluation see the choice
+            cfg = self.cfg = replace(cfg, train=replace(cfg.train, precision=precision))
+        self.precision = Precision(precision, self.device.type, sharded=self.sharded)
         self.autocast = self.precision.autocast
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
