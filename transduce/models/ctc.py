@@ -321,7 +321,7 @@ def _decoder(cfg: CTCModelConfig, vocab_size: int, layers: int) -> TransformerDe
     """A pre-LN Transformer decoder of the encoder's size, with tied input/output embeddings."""
     tcfg = TransformerConfig(dim=cfg.dim, heads=cfg.heads, ffn_dim=cfg.decoder_ffn_dim or cfg.ffn_dim,
                              decoder_layers=layers, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-                             max_positions=1024)
+                             max_positions=1024, init="xavier")  # the init hybrid models were trained with
     return build_decoder(tcfg, vocab_size, PAD)
 
 

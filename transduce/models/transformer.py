@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from transduce.errors import ConfigError
+from transduce.nn.attention import MultiHeadAttention
+from transduce.nn.ffn import FeedForward
 from transduce.nn.masks import attention_mask, padding_mask
 from transduce.nn.positions import build_positions
 from transduce.nn.state import DecoderLayerState, DecoderState
@@ -52,6 +55,13 @@ class TransformerConfig:
     """One embedding table for source and target (needs a joint vocabulary)."""
     tie_output: bool = True
     """Use the target embedding as the output projection."""
+    init: str = "fairseq"
+    """Initialization of the layers: fairseq (as fairseq's Transformer) or xavier (the one before: Xavier-uniform
+    on every matrix, fused key/value projection included, zero biases). Only matters for training from scratch."""
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ConfigError(f"model.init: unknown initialization {self.init!r} (known: {', '.join(INITS)})")
 
 
 class Embedder(nn.Module):
@@ -218,12 +228,53 @@ def _layer_args(cfg: TransformerConfig) -> dict:
 
 
 def _xavier(layers: list) -> None:
+    """The earlier initialization: Xavier-uniform on every matrix (the fused (2D, D) key/value projection as one
+    matrix), zero biases; LayerNorm weights keep 1."""
     for layer in layers:
         for name, p in layer.named_parameters():
             if p.dim() == 2:
                 nn.init.xavier_uniform_(p)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
+
+
+def _fairseq_attention(attn: MultiHeadAttention) -> None:
+    """fairseq's ``MultiheadAttention.reset_parameters`` with q/k/v of one size: q, k and v each Xavier-uniform
+    with gain 1/sqrt(2) as (D, D) matrices (k and v are the two halves of our fused kv_proj), their biases keep
+    PyTorch's default; out_proj Xavier-uniform with a zero bias."""
+    gain = 1 / math.sqrt(2)
+    nn.init.xavier_uniform_(attn.q_proj.weight, gain=gain)
+    with torch.no_grad():
+        for half in attn.kv_proj.weight.chunk(2, dim=0):  # (2D, D) -> k (D, D), v (D, D), views
+            nn.init.xavier_uniform_(half, gain=gain)
+    nn.init.xavier_uniform_(attn.out_proj.weight)
+    nn.init.zeros_(attn.out_proj.bias)
+
+
+def _fairseq(layers: list) -> None:
+    """fairseq's Transformer: attention as ``_fairseq_attention``; the feed-forward Linear layers keep PyTorch's
+    default (fairseq's ``build_fc1``/``build_fc2`` are plain ``nn.Linear``, re-drawn here so the result does not
+    depend on what ran before); LayerNorm weight 1, bias 0."""
+    for layer in layers:
+        for module in layer.modules():
+            if isinstance(module, MultiHeadAttention):
+                _fairseq_attention(module)
+            elif isinstance(module, FeedForward):
+                for linear in module.net:
+                    if isinstance(linear, nn.Linear):
+                        linear.reset_parameters()
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+
+
+INITS = {"fairseq": _fairseq, "xavier": _xavier}
+"""Layer initializations by ``TransformerConfig.init``; embeddings are N(0, D^-1/2) with a zero padding row in
+both (fairseq's ``Embedding()``), scaled by sqrt(D) in ``Embedder``."""
+
+
+def init_layers(cfg: TransformerConfig, layers: list) -> None:
+    """Initialize encoder/decoder ``layers`` in place as ``cfg.init`` says."""
+    INITS[cfg.init](layers)
 
 
 def _output(cfg: TransformerConfig, embedding: nn.Embedding, vocab: int) -> nn.Linear:
@@ -241,18 +292,18 @@ def _decoder_layers(cfg: TransformerConfig) -> list[DecoderLayer]:
 
 def build_decoder(cfg: TransformerConfig, vocab: int, pad_id: int = 0,
                   embedding: nn.Embedding | None = None) -> TransformerDecoder:
-    """A Transformer decoder of ``cfg.decoder_layers`` layers over ``vocab`` tokens (fairseq-style
-    initialization); ``embedding`` shares an existing table, else a new one is made."""
+    """A Transformer decoder of ``cfg.decoder_layers`` layers over ``vocab`` tokens (initialized as ``cfg.init``
+    says); ``embedding`` shares an existing table, else a new one is made."""
     emb = _embedding(cfg, vocab, pad_id) if embedding is None else embedding
     output = _output(cfg, emb, vocab)
     layers = _decoder_layers(cfg)
-    _xavier(layers)
+    init_layers(cfg, layers)
     embed = Embedder(emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout)
     return TransformerDecoder(embed, layers, _final_norm(cfg), output)
 
 
 def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -> TransformerSeq2Seq:
-    """Config + vocabulary sizes -> model with fairseq-style initialization."""
+    """Config + vocabulary sizes -> model, initialized as ``cfg.init`` says."""
     if cfg.share_embeddings and src_vocab != tgt_vocab:
         raise ValueError(
             f"model.share_embeddings needs one vocabulary, got {src_vocab} source / {tgt_vocab} target"
@@ -262,7 +313,7 @@ def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 
     output = _output(cfg, tgt_emb, tgt_vocab)
     enc_layers = [EncoderLayer(cfg.dim, cfg.heads, cfg.ffn_dim, **_layer_args(cfg)) for _ in range(cfg.encoder_layers)]
     dec_layers = _decoder_layers(cfg)
-    _xavier([*enc_layers, *dec_layers])  # this order of random draws is what trained models were made with
+    init_layers(cfg, [*enc_layers, *dec_layers])  # this order of random draws is what trained models were made with
     encoder = TransformerEncoder(
         Embedder(src_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
         enc_layers, _final_norm(cfg),
