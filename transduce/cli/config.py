@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from transduce.config import SECTIONS, RunConfig
 from transduce.errors import ConfigError
+from transduce.models.folder import parse_yaml
 from transduce.tasks import parse_config
-
-
-def _yaml(text: str, where: str) -> object:
-    """``text`` parsed as YAML; a ConfigError naming ``where`` for anything YAML cannot read, including
-    impossible dates (``2024-13-01``) and nesting too deep for the parser."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: invalid YAML ({str(err).splitlines()[0]})") from None
-    except (ValueError, RecursionError) as err:  # PyYAML's date constructor, deeply nested flow collections
-        raise ConfigError(f"{where}: invalid YAML ({type(err).__name__}: {err})") from None
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -32,7 +20,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
     section, name = key.split(".")
     if section not in SECTIONS:
         raise ConfigError(f"--set {key}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
-    return section, name, _yaml(raw, f"--set {key}")
+    return section, name, parse_yaml(raw, f"--set {key}")
 
 
 def _check_keys(data: dict, path: Path) -> None:
@@ -54,7 +42,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RunConf
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (invalid byte at {err.start})") from None
-    data = _yaml(text, str(path))
+    data = parse_yaml(text, path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")

@@ -43,12 +43,19 @@ def resolve(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: no {WEIGHTS} here or in {path / 'model'}")
 
 
-def _read_mapping(path: Path, what: str) -> dict[str, Any]:
-    """A YAML (or JSON, which YAML reads too) mapping; errors name the file."""
+def parse_yaml(text: str | bytes, where: str | Path, what: str = "YAML") -> object:
+    """``text`` (or UTF-8/UTF-16 bytes) parsed as YAML, which also reads JSON; anything YAML cannot read (bad
+    bytes, impossible dates such as ``2024-13-01``, nesting too deep for the parser) is a one-line ConfigError
+    naming ``where``: "WHERE: invalid WHAT (...)"."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, ValueError, RecursionError) as err:  # also bad UTF-8, impossible dates, deep nesting
-        raise ConfigError(f"{path}: invalid {what} ({(str(err).splitlines() or [type(err).__name__])[0]})") from None
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
+        raise ConfigError(f"{where}: invalid {what} ({(str(err).splitlines() or [type(err).__name__])[0]})") from None
+
+
+def _read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; errors name the file."""
+    data = parse_yaml(path.read_bytes(), path, what)
     if data is None:
         return {}
     if not isinstance(data, dict):

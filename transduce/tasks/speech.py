@@ -72,7 +72,8 @@ class SpeechKind:
 
     def describe(self, folder: ModelFolder, cfg: RunConfig) -> list[str]:
         """``transduce info`` lines."""
-        model, m = folder.load_into(self.build_model(cfg, folder.path), self.tied_aliases(cfg)), cfg.model
+        vocab, m = len(Tokenizer(folder.path / TOKENIZER)), cfg.model
+        model = folder.load_into(_build(cfg, vocab, None), self.tied_aliases(cfg))
         lines = [f"{m.encoder} CTC encoder: {m.layers} layers, d={m.dim}, ffn={m.ffn_dim}, {m.heads} heads, "
                  f"subsampling {m.subsampling}x, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"]
         if m.decoder_layers:
@@ -82,7 +83,6 @@ class SpeechKind:
         if m.causal_conv and not m.utterance_norm:
             chunks = f"dynamic chunks up to {m.max_chunk} frames" if m.dynamic_chunk else "full context"
             lines.append(f"streaming-capable (causal convolution, {chunks}); decode mode {cfg.decode.mode}")
-        vocab = len(Tokenizer(folder.path / TOKENIZER))
         lines.append(f"{vocab} {cfg.data.tokenizer} tokens, {cfg.data.num_mel_bins} mel bins "
                      f"at {cfg.data.sample_rate} Hz")
         lines.append(f"decodes by default with {cfg.decode.describe()}")

@@ -83,8 +83,8 @@ class TranslationKind:
 
     def describe(self, folder: ModelFolder, cfg: RunConfig) -> list[str]:
         """``transduce info`` lines."""
-        model = folder.load_into(self.build_model(cfg, folder.path), self.tied_aliases(cfg))
         toks = Tokenizers.load(folder.path, cfg.data.joint_vocab)
+        model = folder.load_into(self._build(cfg, toks), self.tied_aliases(cfg))
         d: DecodeConfig = cfg.decode
         members = f", ensembled with {', '.join(d.ensemble)}" if d.ensemble else ""
         shares = f", shares {', '.join(map(str, d.rerank_weights))}" if d.rerank_weights else ""
