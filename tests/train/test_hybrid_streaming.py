@@ -39,18 +39,20 @@ def test_every_decoding_mode_recognizes_the_tones(trained: Path, mode: str, limi
     assert cer(hyps, [u.text for u in dev]) < limit, (mode, hyps[:3], [u.text for u in dev][:3])
 
 
-@pytest.mark.parametrize(("chunk", "left", "mode"), [(2, -1, "ctc"), (4, 1, "ctc"), (3, 2, "rescore")])
+@pytest.mark.parametrize(("chunk", "left", "mode", "prune"),
+                         [(2, -1, "ctc", 0), (4, 1, "ctc", 2), (3, 2, "rescore", 0)])
 def test_streaming_equals_offline_decoding_with_the_same_chunk_mask(
-    trained: Path, chunk: int, left: int, mode: str
+    trained: Path, chunk: int, left: int, mode: str, prune: int
 ) -> None:
+    """Also with ``token_prune`` (the likeliest tokens expanded per frame), which streaming applies as offline."""
     rec = Recognizer.load(trained / "run")
     dev = read_manifest(trained / "data" / "dev.jsonl")[:6]
-    offline = rec.search([u.audio for u in dev], mode=mode, beam=3, chunk_size=chunk, left_chunks=left,
-                         batch_size=4)
+    options = {"mode": mode, "beam": 3, "chunk_size": chunk, "left_chunks": left, "token_prune": prune}
+    offline = rec.search([u.audio for u in dev], batch_size=4, **options)
     gen = torch.Generator().manual_seed(chunk)
     for utt, expected in zip(dev, offline, strict=True):
         wave = load_audio(utt.audio, rec.sample_rate)
-        stream = rec.stream(mode=mode, beam=3, chunk_size=chunk, left_chunks=left)
+        stream = rec.stream(**options)
         start = 0
         while start < wave.numel():  # random packet sizes, as from a network
             size = int(torch.randint(1, 4000, (1,), generator=gen))
@@ -59,7 +61,7 @@ def test_streaming_equals_offline_decoding_with_the_same_chunk_mask(
         [segment] = stream.finalize()
         assert segment.text == expected[0].text
         assert segment.times == expected[0].times
-    full = rec.search([u.audio for u in dev], mode=mode, beam=3)
+    full = rec.search([u.audio for u in dev], mode=mode, beam=3, token_prune=prune)
     assert [row[0].score for row in full] != pytest.approx([row[0].score for row in offline])  # mask in effect
 
 

@@ -45,6 +45,8 @@ class StreamSettings:
     """Earlier chunks each chunk attends to (-1 = all since the last endpoint)."""
     beam: int = 4
     """CTC prefix beam width (also the n-best size that rescoring ranks)."""
+    token_prune: int = 0
+    """Tokens the search expands per frame, the likeliest first (0 = all), as ``decode.token_prune`` offline."""
     rescore: bool = True
     """Rank the n-best with the attention decoder(s) at each endpoint (ignored for a CTC-only model)."""
     ctc_weight: float = 0.5
@@ -63,12 +65,16 @@ class StreamSettings:
             raise ValueError(f"chunk_size must be positive encoder frames, got {self.chunk_size}")
         if self.beam < 1:
             raise ValueError(f"beam must be >= 1, got {self.beam}")
+        if self.token_prune < 0:
+            raise ValueError(f"token_prune must be >= 0, got {self.token_prune}")
         if self.vad is not None and self.endpoint is None:
             raise ValueError("a VAD only drives endpointing: give an EndpointConfig too")
 
 
 def unstreamable(model: CTCModel) -> str | None:
     """Why ``model`` cannot stream, as "model.FIELD: reason" naming its config field; None when it can."""
+    if not isinstance(model, CTCModel):  # an exported model (``transduce/export``) knows it from its export
+        return model.unstreamable()
     if not isinstance(model.encoder, ConformerEncoder):
         return ("model.encoder: a transformer encoder cannot stream (absolute positions); streaming needs a "
                 "conformer with model.causal_conv: true")
@@ -114,7 +120,7 @@ class StreamSession:
         if (why := unstreamable(model)) is not None:
             raise ValueError(why)
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
-        self.device = next(model.parameters()).device
+        self.device = next(model.parameters(), torch.empty(0)).device  # an exported model has none: the CPU
         self.encoder: EncoderStreamState = model.init_stream(1, self.device)
         self.rescore = settings.rescore and model.decoder is not None
         self.sample_rate = fbank.cfg.sample_rate
@@ -136,7 +142,8 @@ class StreamSession:
         self._new_segment()
 
     def _new_segment(self) -> None:
-        self.search = CTCPrefixSearch(beam=self.settings.beam, fusion=self.settings.fusion)
+        self.search = CTCPrefixSearch(beam=self.settings.beam, token_prune=self.settings.token_prune,
+                                      fusion=self.settings.fusion)
         self.memory: list[Tensor] = []  # (T', D) encoder chunks of the segment, for rescoring
 
     # -- single stream -------------------------------------------------------------------------------------
