@@ -84,6 +84,13 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recognizer:
+        from transduce.export import load_exported  # the export layer sits above this module
+
+        exported = load_exported(path, device)  # an exported folder (export.yaml) loads through its runtime
+        if exported is not None:
+            if not isinstance(exported, Recognizer):
+                raise ConfigError(f"{path}: an exported model that does not transcribe")
+            return exported
         recognizer = cls(*load_ctc_dir(path), device=device)
         folder = recognizer.folder = resolve_model_dir(path)
         # files named in the model's own decode section belong to the model: resolve them in its folder, so a
@@ -304,6 +311,7 @@ class Recognizer:
                 self._vad = SileroVAD(self.sample_rate)
             detector = self._vad
         settings = StreamSettings(chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
+                                  token_prune=cfg.token_prune,
                                   rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight,
                                   reverse_weight=cfg.reverse_weight, endpoint=endpoint, vad=detector,
                                   fusion=self.fusion(cfg))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
@@ -94,12 +96,39 @@ class Reranker:
         return scores, lengths
 
 
-class Translator:
-    """A loaded translation model with its tokenizers and default search settings."""
+class ExportedSearch(Protocol):
+    """A search that runs outside PyTorch (an exported model, ``transduce.export``): token ids in, hypotheses out."""
 
-    def __init__(self, model: TransformerSeq2Seq | RNNSeq2Seq | Ensemble, tokenizers: Tokenizers, config: RunConfig,
-                 card: dict | None = None, device: str = "cpu", rerankers: Sequence[Reranker] = ()) -> None:
-        self.model, self.tokenizers, self.config = model.to(device), tokenizers, config
+    runtime: str
+    """What runs it, for messages: "ctranslate2"."""
+
+    def search_ids(self, src_ids: list[list[int]], cfg: DecodeConfig,
+                   progress: Callable[[int], object] | None = None) -> list[list[Hypothesis]]: ...
+
+
+def quantize_int8(model: torch.nn.Module, path: str | Path) -> TransformerSeq2Seq:
+    """``model`` with its Linear layers dynamically quantized to int8 (``torch.ao.quantization.quantize_dynamic``:
+    int8 weights, activations quantized per batch; CPU only). Transformer models only: the RNN's cells stay fp32
+    under dynamic Linear quantization, so it would gain nothing."""
+    if not isinstance(model, TransformerSeq2Seq):
+        raise ValueError(f"{path}: --quantize int8 is for Transformer translation models")
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (not a dependency)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.ao.quantization")
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*quantize_per_tensor")
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    assert isinstance(quantized, TransformerSeq2Seq)  # a copy of the model, its Linear layers replaced
+    return quantized
+
+
+class Translator:
+    """A loaded translation model with its tokenizers and default search settings. ``model`` is a PyTorch model
+    searched by ``decoding``, or an ``ExportedSearch`` (an exported folder: ``transduce.export``)."""
+
+    def __init__(self, model: TransformerSeq2Seq | RNNSeq2Seq | Ensemble | ExportedSearch, tokenizers: Tokenizers,
+                 config: RunConfig, card: dict | None = None, device: str = "cpu",
+                 rerankers: Sequence[Reranker] = ()) -> None:
+        self.model = model.to(device) if isinstance(model, torch.nn.Module) else model
+        self.tokenizers, self.config = tokenizers, config
         self.card = card or {}
         self.device = device
         self.rerankers = list(rerankers)
@@ -108,12 +137,25 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", ensemble: Sequence[str | Path] | None = None,
-             rerank: Sequence[str | Path] | None = None) -> Translator:
+             rerank: Sequence[str | Path] | None = None, quantize: str | None = None) -> Translator:
         """The model in ``path``; with ``ensemble``, those models too, searched as one (their next-token
         probabilities averaged). ``None`` takes the members the model's ``decode.ensemble`` names (resolved in
         its folder), ``()`` loads the model alone. Every member must have the same tokenizers; search settings
         and card come from ``path``. ``rerank`` likewise names the models that rerank the n-best
-        (``decode.rerank``; any tokenizers, each scores alone)."""
+        (``decode.rerank``; any tokenizers, each scores alone). ``quantize="int8"``: see ``quantize_int8``.
+        An exported folder (``export.yaml``) loads through its runtime and decodes alone."""
+        from transduce.export import load_exported  # the export layer sits above this module
+
+        exported = load_exported(path, device)
+        if exported is not None:
+            if not isinstance(exported, Translator):
+                raise ValueError(f"{path}: an exported model that does not translate")
+            if ensemble or rerank or quantize:
+                raise ValueError(f"{path}: an exported model decodes alone (no ensemble, reranking or --quantize: "
+                                 "its quantization was chosen at export)")
+            return exported
+        if quantize not in (None, "int8"):
+            raise ValueError(f"--quantize {quantize}: PyTorch models take int8")
         single, tokenizers, config, card = load_model_dir(path)
         folder = resolve_model_dir(path)
         if ensemble is None:
@@ -142,6 +184,10 @@ class Translator:
                                          "ensembled models must share their tokenizers")
                 members.append(member)
             model = Ensemble(members).eval()
+        if quantize == "int8":
+            if device != "cpu":
+                raise ValueError(f"--quantize int8 runs on the CPU, not {device}")
+            model = quantize_int8(model, path)
         config = replace(config, decode=replace(config.decode, ensemble=tuple(str(p) for p in ensemble),
                                                 rerank=tuple(str(p) for p in rerank), rerank_weights=shares))
         return cls(model, tokenizers, config, card, device=device, rerankers=rerankers)
@@ -161,7 +207,10 @@ class Translator:
         wide = replace(cfg, nbest=max(cfg.nbest, cfg.beam)) if reranking else cfg
         # tqdm's disable=None: a bar on terminals only, never in pipes or logs
         with tqdm(total=len(ids), desc="translate", unit="sent", disable=None, leave=False) as bar:
-            hyps = search_corpus(self.model, ids, wide, device=self.device, progress=bar.update)
+            if isinstance(self.model, torch.nn.Module):
+                hyps = search_corpus(self.model, ids, wide, device=self.device, progress=bar.update)
+            else:
+                hyps = self.model.search_ids(ids, wide, progress=bar.update)
         if self.config.data.reverse_target:  # a right-to-left model: back to reading order
             hyps = [[replace(h, tokens=h.tokens[::-1]) for h in row] for row in hyps]
         if not reranking:

@@ -41,6 +41,13 @@ def data(args: argparse.Namespace) -> int:
 
         count = convert_to_manifest(args.source, args.out)
         print(f"{count} utterances written to {args.out}")
+    elif args.dataset == "feedback":
+        from transduce.data.feedback import export_feedback
+
+        for summary in export_feedback(args.db, args.out, model_dirs=args.model_dir, models=args.model,
+                                       dev_fraction=args.dev_fraction, seed=args.seed, updates=args.updates,
+                                       lr_scale=args.lr_scale):
+            print(summary)
     else:
         from transduce.data.toy import write_toy
 
@@ -80,14 +87,14 @@ def _members(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _load_translator(path: str, ensemble: list[str] | None = None, rerank: list[str] | None = None,
-                     rerank_weights: tuple[float, ...] = ()):
+                     rerank_weights: tuple[float, ...] = (), quantize: str | None = None):
     """``ensemble``/``rerank``: the --ensemble/--rerank values (see ``_members``); ``rerank_weights``: the
-    --rerank-weights value, checked against the rerankers loaded."""
+    --rerank-weights value, checked against the rerankers loaded; ``quantize``: --quantize."""
     from transduce.decoding.rerank import rerank_shares
     from transduce.translate import Translator
 
     try:
-        translator = Translator.load(path, ensemble=_members(ensemble), rerank=_members(rerank))
+        translator = Translator.load(path, ensemble=_members(ensemble), rerank=_members(rerank), quantize=quantize)
     except ValueError as err:  # weights that do not fit the config, ensemble vocabularies that differ
         raise UsageError(str(err)) from None
     if rerank_weights:
@@ -145,7 +152,7 @@ def translate(args: argparse.Namespace) -> int:
         raise UsageError("--plot-attention draws one model's attention; leave out --ensemble")
     alone = args.plot_attention is not None
     translator = _load_translator(args.model, ["none"] if alone else args.ensemble, ["none"] if alone else args.rerank,
-                                  args.rerank_weights)
+                                  args.rerank_weights, args.quantize)
     _check_lengths(translator, lines, where)
     overrides = _decode_overrides(args)
     if args.plot_attention is not None:
@@ -234,7 +241,7 @@ def evaluate(args: argparse.Namespace) -> int:
     src, refs = read_lines(args.src), read_lines(args.ref)
     if len(src) != len(refs):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
-    translator = _load_translator(args.model, args.ensemble, args.rerank, args.rerank_weights)
+    translator = _load_translator(args.model, args.ensemble, args.rerank, args.rerank_weights, args.quantize)
     _check_lengths(translator, src, [f"{args.src}:{i}" for i in range(1, len(src) + 1)])
     lang = args.lang or translator.config.data.tgt_lang
     refs_tok = read_lines(args.ref_tok) if args.ref_tok else [mmt_tokenize(r, lang) for r in refs]

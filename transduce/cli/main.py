@@ -27,6 +27,14 @@ def one_line(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            from transduce.cli.serve import serve  # the server's imports (FastAPI, torch) only when serving
+
+            return serve(args)
+        if args.command == "export":
+            from transduce.cli.export import export
+
+            return export(args)
         return getattr(commands, args.command)(args) or 0
     except USER_ERRORS as err:
         print(f"transduce {args.command}: error: {one_line(str(err))}", file=sys.stderr)

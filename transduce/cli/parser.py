@@ -102,6 +102,19 @@ def _data(sub: Subparsers) -> None:
     man = data.add_parser("manifest", help="convert a Kaldi data folder or a Lhotse CutSet to a JSON-lines manifest")
     man.add_argument("--from", dest="source", required=True, help="Kaldi folder (wav.scp, text) or CutSet file")
     man.add_argument("--out", required=True, help="manifest to write (.jsonl)")
+    fb = data.add_parser("feedback", help="export the corrections `transduce serve --data-dir` stored, per model, as "
+                                          "a speech manifest or parallel text (+ a fine-tuning recipe)")
+    fb.add_argument("--db", required=True, help="feedback database (DATA_DIR/feedback.sqlite)")
+    fb.add_argument("--out", required=True, help="output folder (one subfolder per model)")
+    fb.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                    help="the served model folder (matched by folder name): also write OUT/NAME/finetune.yaml "
+                         "(repeatable)")
+    fb.add_argument("--model", action="append", default=[], metavar="NAME", help="export only this model (repeatable)")
+    fb.add_argument("--dev-fraction", type=float, default=0.1, help="share held out as the dev set (default 0.1)")
+    fb.add_argument("--seed", type=int, default=1, help="seed of the train/dev split")
+    fb.add_argument("--updates", type=int, default=60, help="finetune.yaml: training updates (default 60)")
+    fb.add_argument("--lr-scale", type=float, default=0.1,
+                    help="finetune.yaml: peak learning rate as a share of the model's own (default 0.1)")
     toy = data.add_parser("toy", help="toy copy/reverse task for smoke tests")
     toy.add_argument("--out", required=True)
     toy.add_argument("--task", choices=["copy", "reverse"], default="reverse")
@@ -124,6 +137,8 @@ def _translate(sub: Subparsers) -> None:
     """``transduce translate``."""
     tr = sub.add_parser("translate", help="translate lines from stdin, files or arguments")
     decode_options(tr)
+    tr.add_argument("--quantize", choices=["int8"],
+                    help="PyTorch Transformer models: int8 Linear layers (dynamic quantization, CPU)")
     tr.add_argument("--nbest", type=int, default=1, help="print the K best as 'score<TAB>text'")
     tr.add_argument("--input", action="append", default=[], help="input file (repeatable)")
     tr.add_argument("--coverage-penalty", type=float, help="GNMT coverage penalty beta in beam search (0 = off)")
@@ -155,6 +170,8 @@ def _evaluate(sub: Subparsers) -> None:
     """``transduce evaluate``: translation or speech."""
     ev = sub.add_parser("evaluate", help="BLEU/chrF of a translation model, or WER/CER of a speech model, as JSON")
     decode_options(ev, required=True)
+    ev.add_argument("--quantize", choices=["int8"],
+                    help="translation, PyTorch Transformer models: int8 Linear layers (dynamic quantization, CPU)")
     ev.add_argument("--token-prune", type=int, help="speech: tokens per frame in beam search (0 = all)")
     hybrid_options(ev)
     ev.add_argument("--src", help="translation: source file (one sentence per line; .gz ok)")
@@ -212,15 +229,43 @@ def _lm(sub: Subparsers) -> None:
     lm.add_argument("--lexicon", metavar="FILE", help="also write the training text's words here, one per line")
 
 
+def _export(sub: Subparsers) -> None:
+    """``transduce export``: a model folder for an inference runtime."""
+    ex = sub.add_parser("export", help="export a model folder for CTranslate2 (translation) or ONNX Runtime")
+    ex.add_argument("--model", required=True, help="model folder (or run folder)")
+    ex.add_argument("--format", required=True, help="ctranslate2 (Transformer translation models) or onnx "
+                                                    "(CTC/hybrid Conformer speech models: encoder + CTC head)")
+    ex.add_argument("--out", required=True, help="folder to write (must not exist, or be empty)")
+    ex.add_argument("--quantize", choices=["int8", "int8_float32", "int16", "float16"],
+                    help="store the weights quantized (default float32)")
+
+
 def _info(sub: Subparsers) -> None:
     """``transduce info``."""
     info = sub.add_parser("info", help="describe a model or run folder")
     info.add_argument("path")
 
 
+def _serve(sub: Subparsers) -> None:
+    """``transduce serve``: HTTP + WebSocket server (``transduce/server/``)."""
+    sv = sub.add_parser("serve", help="serve models over HTTP and WebSocket (translate, transcribe, live streams)")
+    sv.add_argument("--model", action="append", default=[], metavar="DIR",
+                    help="model folder to serve (repeatable; requests pick one by folder name; default the "
+                         "bundled models/multi30k-en-de and models/digits-hybrid-streaming)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--max-streams", type=int, default=64, help="open WebSocket streams at most (default 64)")
+    sv.add_argument("--api-key", help="require this key on every route but /health (or set TRANSDUCE_API_KEY)")
+    sv.add_argument("--data-dir", help="folder for feedback (corrections in feedback.sqlite); default: feedback off")
+    sv.add_argument("--chunk-ms", type=float, default=640.0, help="streams: audio per encoder chunk (default 640)")
+    sv.add_argument("--threads", type=int, default=1,
+                    help="torch threads per worker (streams, translation and files each have one; default 1)")
+    sv.add_argument("--no-batching", action="store_true", help="translate each request alone (for comparisons)")
+
+
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transduce", description=description)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_data, _train, _translate, _transcribe, _evaluate, _align, _average, _lm, _info):
+    for add in (_data, _train, _translate, _transcribe, _evaluate, _align, _average, _lm, _export, _info, _serve):
         add(sub)
     return parser

@@ -103,6 +103,12 @@ def build_loaded(path: str | Path, inference: type, needs: str) -> tuple[nn.Modu
 
 
 def load(path: str | Path, device: str = "cpu") -> Any:
-    """The inference object of any model folder (its kind decides which)."""
+    """The inference object of any model folder (its kind decides which), or of an exported folder (its
+    runtime's: ``transduce.export.load_exported``)."""
+    from transduce.export import load_exported  # the export layer reads folders through this package
+
+    exported = load_exported(path, device)
+    if exported is not None:
+        return exported
     kind, _, folder = open_folder(path)
     return kind.load(folder, device)
