@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.errors import ConfigError
-from transduce.nn.conformer import ConformerLayerState, EncoderStreamState
+from transduce.nn.conformer import ConformerLayerState, EncoderStreamState, advance_streams
 from transduce.nn.state import KVCache
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
 
@@ -176,27 +176,8 @@ class OnnxCTCModel(nn.Module):
     ) -> tuple[Tensor, Tensor, list[EncoderStreamState]]:
         """``CTCModel.forward_chunks``: B streams with their own states advance by at most one chunk each, in
         one call of ``encoder_chunk.onnx``; raw frames (N_b, F) -> output (B, T', D), lengths (B,), new states."""
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        closing = list(final) if final is not None else [False] * len(states)
-        buffered = [s.feats if f.size(0) == 0 else torch.cat([s.feats, f[None].to(s.feats)], dim=1)
-                    for f, s in zip(feats, states, strict=True)]  # (1, L_b, F) each
-        sub = self.encoder.subsampling
-        sizes = []
-        for buf, last in zip(buffered, closing, strict=True):
-            available = max(int(conv_lengths(buf.size(1), sub.layout)), 0)
-            sizes.append(chunk_size if available >= chunk_size else available if last else 0)
-        rows = [b for b, size in enumerate(sizes) if size > 0]
-        new_states = [EncoderStreamState(buf, s.layers, s.frames) for buf, s in zip(buffered, states, strict=True)]
-        out = torch.zeros(len(states), max(sizes, default=0), self.encoder.dim)  # (B, T', D)
-        if rows:
-            x, layers = self._advance([buffered[b] for b in rows], [states[b] for b in rows],
-                                      [sizes[b] for b in rows], chunk_size, left_chunks)
-            for i, b in enumerate(rows):
-                out[b, : sizes[b]] = x[i, : sizes[b]]
-                new_states[b] = EncoderStreamState(buffered[b][:, sizes[b] * sub.factor :], layers[i],
-                                                   states[b].frames + sizes[b])
-        return out, torch.tensor(sizes, dtype=torch.long), new_states
+        return advance_streams(self._advance, feats, states, factor=self.encoder.subsampling.factor,
+                               dim=self.encoder.dim, chunk_size=chunk_size, left_chunks=left_chunks, final=final)
 
     def _advance(self, buffered: list[Tensor], states: list[EncoderStreamState], sizes: list[int], chunk_size: int,
                  left_chunks: int) -> tuple[Tensor, list[list[ConformerLayerState]]]:
