@@ -1,11 +1,14 @@
 """CTC searches on hand-built log-probs: prefix beam search vs brute force over all alignments,
-greedy vs beam 1 on peaky outputs, n-best order and timestamps."""
+greedy vs beam 1 on peaky outputs, n-best order and timestamps; the fast search vs the original pure-Python one
+(``ctc_prefix_reference``) on random log-probs with every option."""
 
 import itertools
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from testkit import collapse, ctc_label_log_probs
 
 from transduce.decoding.ctc import ctc_beam_search, ctc_greedy, ctc_prefix_beam_search
@@ -94,3 +97,87 @@ def test_prefix_search_carried_across_chunks_equals_whole_utterance() -> None:
         search.advance(log_probs[start:end])
     assert search.frames == 40
     assert search.nbest(3) == whole
+
+
+# -- the fast search (``CTCPrefixSearch``) against the original pure-Python one, run here as the reference ----------
+
+def _log_probs(frames: int, vocab: int, seed: int, shape: str) -> torch.Tensor:
+    """(T, V) log-probs: "peaked" like a trained CTC model (mostly blank, one token spiking elsewhere), "flat"
+    (every token plausible), or "tied" (few distinct frames of whole-number logits: many exactly equal scores,
+    so tie-breaking is tested)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(frames, vocab, generator=g)
+    if shape == "peaked":
+        labels = torch.randint(1, vocab, (frames,), generator=g) if vocab > 1 else torch.zeros(frames, dtype=torch.long)
+        spoken = torch.rand(frames, generator=g) < 0.3
+        logits[torch.arange(frames), torch.where(spoken, labels, 0)] += 8
+    elif shape == "tied":  # frames drawn from 3 rows of small whole numbers: equal scores and equal paths abound
+        rows = torch.randint(0, 3, (3, vocab), generator=g).float()
+        logits = rows[torch.randint(0, 3, (frames,), generator=g)]
+    return logits.log_softmax(-1)
+
+
+def _assert_same(fast: list, reference: list) -> None:
+    assert [(h.tokens, h.timestamps) for h in fast] == [(h.tokens, h.timestamps) for h in reference]
+    for got, want in zip(fast, reference, strict=True):
+        assert got.score == want.score or math.isclose(got.score, want.score, rel_tol=1e-9)
+
+
+def _both(log_probs: torch.Tensor, cuts: list[int], **options) -> tuple:
+    """The fast search fed in chunks cut at ``cuts`` and the reference fed once -> both searches."""
+    from transduce.decoding.ctc import CTCPrefixSearch
+    from transduce.decoding.ctc_prefix_reference import ReferencePrefixSearch
+
+    fast, reference = CTCPrefixSearch(**options), ReferencePrefixSearch(**options)
+    bounds = [0, *sorted(cuts), log_probs.size(0)]
+    for start, end in itertools.pairwise(bounds):
+        fast.advance(log_probs[start:end])
+    reference.advance(log_probs)
+    assert fast.frames == reference.frames == log_probs.size(0)
+    return fast, reference
+
+
+@given(frames=st.integers(0, 30), vocab=st.integers(1, 12), seed=st.integers(0, 2**16),
+       shape=st.sampled_from(["peaked", "flat", "tied"]), beam=st.sampled_from([1, 2, 3, 4, 8, 20]),
+       token_prune=st.sampled_from([0, 0, 1, 2, 5]), prob_prune=st.sampled_from([None, None, -1.0, -4.0, 0.0]),
+       cuts=st.lists(st.integers(0, 30), max_size=3))
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+def test_fast_search_equals_reference(frames, vocab, seed, shape, beam, token_prune, prob_prune, cuts) -> None:
+    log_probs = _log_probs(frames, vocab, seed, shape)
+    fast, reference = _both(log_probs, [min(c, frames) for c in cuts], beam=beam, token_prune=token_prune,
+                            prob_prune=prob_prune)
+    for n in [1, 3, 100]:
+        _assert_same(fast.nbest(n), reference.nbest(n))
+    _assert_same(fast.nbest(5, final=True), reference.nbest(5, final=True))
+
+
+@pytest.mark.parametrize("beam", [1, 8, 20])
+def test_fast_search_equals_reference_on_a_large_vocabulary(beam: int) -> None:
+    """V = 1000 (the captions model's size): the fast search only scores the first beam + P tokens of a frame."""
+    for shape in ["peaked", "flat"]:
+        log_probs = _log_probs(6, 1000, beam, shape)
+        fast, reference = _both(log_probs, [4], beam=beam)
+        _assert_same(fast.nbest(beam), reference.nbest(beam))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_search_with_fusion_and_lexicon_equals_reference(seed: int) -> None:
+    from transduce.decoding.lm_fusion import Lexicon, LMFusion
+    from transduce.models.ngram import train_kneser_ney
+
+    pieces = ["<blank>", "\u2581", "a", "b", "\u2581a", "c"]
+    lm = train_kneser_ney([list("\u2581ab\u2581a"), list("\u2581a\u2581ab"), ["\u2581a", "c", "b"]] * 2, order=3)
+    lexicon = Lexicon(["a", "ab", "acb"], pieces, penalty=2.0) if seed % 2 else None
+    fusion = LMFusion(lm, pieces, weight=[0.0, 0.6, 2.0][seed % 3], bonus=[0.7, -0.4][seed % 2], lexicon=lexicon)
+    for shape, beam, prune in [("flat", 3, 0), ("peaked", 8, 0), ("tied", 4, 3)]:
+        log_probs = _log_probs(20, len(pieces), seed, shape)
+        fast, reference = _both(log_probs, [3, 11], beam=beam, token_prune=prune, fusion=fusion)
+        _assert_same(fast.nbest(10), reference.nbest(10))
+        _assert_same(fast.nbest(10, final=True), reference.nbest(10, final=True))
+
+
+def test_beam_below_one_is_refused() -> None:
+    from transduce.decoding.ctc import CTCPrefixSearch
+
+    with pytest.raises(ValueError, match="beam must be >= 1"):
+        CTCPrefixSearch(beam=0)

@@ -5,15 +5,15 @@ Dimension letters: B batch, T frames, V vocabulary (blank = 0).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor
 
+from transduce.decoding.ctc_prefix_fast import BLANK, NEG_INF, Beams, advance
 from transduce.decoding.lm_fusion import LMFusion
 
-BLANK = 0
-NEG_INF = float("-inf")
+__all__ = ["BLANK", "NEG_INF", "CTCHypothesis", "CTCPrefixSearch", "ctc_beam_search", "ctc_greedy",
+           "ctc_prefix_beam_search"]
 
 
 @dataclass
@@ -41,63 +41,6 @@ def ctc_greedy(log_probs: Tensor, lengths: Tensor) -> list[CTCHypothesis]:
     return hyps
 
 
-def _logaddexp(a: float, b: float) -> float:
-    """log(exp(a) + exp(b)) without overflow (the search's hot spot: two arguments, no tuples)."""
-    if a < b:
-        a, b = b, a
-    if b == NEG_INF:
-        return a
-    return a + math.log1p(math.exp(b - a))
-
-
-@dataclass
-class _Prefix:
-    """Totals over alignments ending in blank (b) / in the last token (nb), plus the best (Viterbi)
-    alignment of each kind with its token frames, for WeNet-style peak timestamps."""
-
-    b: float = NEG_INF
-    nb: float = NEG_INF
-    vb: float = NEG_INF
-    vnb: float = NEG_INF
-    times_b: list[int] = field(default_factory=list)
-    times_nb: list[int] = field(default_factory=list)
-    peak: float = NEG_INF  # log-prob of the last token at its timestamp frame on the best nb path
-    lm: float = 0.0  # shallow-fusion terms of this prefix (LMFusion.extend summed over its tokens)
-
-    def score(self) -> float:
-        return _logaddexp(self.b, self.nb)
-
-    def fused(self) -> float:
-        return self.score() + self.lm
-
-    def viterbi(self) -> tuple[float, list[int]]:
-        return (self.vb, self.times_b) if self.vb > self.vnb else (self.vnb, self.times_nb)
-
-
-def _extend(nxt: _Prefix, total: float, viterbi: float, times: list[int], t: int, lp: float) -> None:
-    """Add a new token at frame t to ``nxt``'s non-blank totals from a source with these scores."""
-    nxt.nb = _logaddexp(nxt.nb, total)
-    if viterbi > nxt.vnb:
-        nxt.vnb, nxt.times_nb, nxt.peak = viterbi, [*times, t], lp
-
-
-def _entry(nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], lm: float) -> _Prefix:
-    """``nxt[prefix]``, created with fusion score ``lm`` if absent."""
-    found = nxt.get(prefix)
-    if found is None:
-        found = nxt[prefix] = _Prefix(lm=lm)
-    return found
-
-
-def _candidates(frame: list[float], token_prune: int, prob_prune: float | None) -> list[int]:
-    order = sorted(range(len(frame)), key=frame.__getitem__, reverse=True)
-    if token_prune > 0:
-        order = order[:token_prune]
-    if prob_prune is not None:
-        order = order[:1] + [v for v in order[1:] if frame[v] >= prob_prune]
-    return order
-
-
 class CTCPrefixSearch:
     """Prefix beam search carried across chunks of frames (streaming): ``advance`` with each chunk's
     log-probs (T, V), ``nbest`` at any time for partial or final hypotheses. Feeding the frames in any
@@ -109,60 +52,35 @@ class CTCPrefixSearch:
     Timestamps: for each token, the frame where it peaks on the prefix's best alignment (WeNet).
     ``fusion`` adds a language model's weighted scores to the ranking (shallow fusion); hypothesis scores are
     then CTC + LM terms, the LM's end-of-sentence term included by ``nbest(final=True)``.
+
+    The work per frame is in ``ctc_prefix_fast`` (numpy over prefixes x tokens, Python only for the survivors); it
+    returns exactly what the original pure-Python search (``ctc_prefix_reference``) returns, which tests check.
     """
 
     def __init__(self, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None,
                  fusion: LMFusion | None = None) -> None:
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
         self.beam, self.token_prune, self.prob_prune, self.fusion = beam, token_prune, prob_prune, fusion
-        self.beams: dict[tuple[int, ...], _Prefix] = {(): _Prefix(b=0.0, vb=0.0)}
+        self.beams = Beams.start()
         self.frames = 0  # frames consumed so far (timestamps count from the first)
 
     def advance(self, log_probs: Tensor) -> None:
         """Consume the next frames' log-probs (T, V)."""
-        beams = self.beams
-        for t, frame in enumerate(log_probs.tolist(), start=self.frames):
-            nxt: dict[tuple[int, ...], _Prefix] = {}
-            sources = [(prefix, cur, cur.score(), *cur.viterbi()) for prefix, cur in beams.items()]
-            for token in _candidates(frame, self.token_prune, self.prob_prune):
-                lp = frame[token]
-                for prefix, cur, total, v, times in sources:
-                    if token == BLANK:  # *  -> *-   (only source of this kind)
-                        stay = _entry(nxt, prefix, cur.lm)
-                        stay.b = _logaddexp(stay.b, total + lp)
-                        stay.vb, stay.times_b = v + lp, times
-                    elif prefix and token == prefix[-1]:
-                        stay = _entry(nxt, prefix, cur.lm)  # *a -> *a  (repeat collapses)
-                        stay.nb = _logaddexp(stay.nb, cur.nb + lp)
-                        if cur.vnb + lp > stay.vnb:
-                            stay.vnb = cur.vnb + lp
-                            stay.times_nb, stay.peak = cur.times_nb, cur.peak
-                            if lp > cur.peak:  # the token peaks later on this path
-                                stay.times_nb, stay.peak = [*cur.times_nb[:-1], t], lp
-                        longer = self._child(nxt, prefix, token, cur)
-                        _extend(longer, cur.b + lp, cur.vb + lp, cur.times_b, t, lp)  # *a- -> *aa
-                    else:
-                        _extend(self._child(nxt, prefix, token, cur), total + lp, v + lp, times, t, lp)
-            ranked = sorted(nxt.items(), key=lambda item: item[1].fused(), reverse=True)
-            beams = dict(ranked[: self.beam])
-        self.beams = beams
-        self.frames += log_probs.size(0)
-
-    def _child(self, nxt: dict[tuple[int, ...], _Prefix], prefix: tuple[int, ...], token: int,
-               cur: _Prefix) -> _Prefix:
-        """The entry for prefix + token in ``nxt``, created with its fusion score on first use."""
-        key = (*prefix, token)
-        if key in nxt:
-            return nxt[key]
-        return _entry(nxt, key, cur.lm + (self.fusion.extend(prefix, token) if self.fusion else 0.0))
+        lp = log_probs.detach().cpu().double().numpy()  # (T, V), the same values as the floats of tolist()
+        if lp.shape[0]:
+            self.beams = advance(self.beams, lp, self.frames, self.beam, self.token_prune, self.prob_prune,
+                                 self.fusion)
+        self.frames += lp.shape[0]
 
     def nbest(self, n: int = 1, final: bool = False) -> list[CTCHypothesis]:
         """Up to ``n`` hypotheses over the frames so far, best first; ``final`` adds the fusion LM's
         end-of-sentence term (use it once the audio has ended)."""
-        def total(prefix: tuple[int, ...], p: _Prefix) -> float:
-            return p.fused() + (self.fusion.end(prefix) if final and self.fusion else 0.0)
-
-        ranked = sorted(((total(*item), item) for item in self.beams.items()), key=lambda x: x[0], reverse=True)
-        return [CTCHypothesis(list(prefix), score, list(p.viterbi()[1])) for score, (prefix, p) in ranked[:n]]
+        beams = self.beams
+        scores = [beams.total(i) + beams.lm[i] + (self.fusion.end(prefix) if final and self.fusion else 0.0)
+                  for i, prefix in enumerate(beams.prefixes)]
+        ranked = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:n]
+        return [CTCHypothesis(list(beams.prefixes[i]), scores[i], list(beams.viterbi(i)[1])) for i in ranked]
 
 
 def ctc_prefix_beam_search(

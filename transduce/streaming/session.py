@@ -139,6 +139,7 @@ class StreamSession:
         self.offset = 0  # encoder frames before the current segment
         self.closing = False  # end of input received: the next chunks flush what is buffered
         self.done = False  # the last segment is closed
+        self._partial: tuple[tuple[int, ...], str] = ((), "")  # the last partial's tokens and text
         self._new_segment()
 
     def _new_segment(self) -> None:
@@ -272,6 +273,10 @@ class StreamSession:
                        times=[round(start + t * self.frame_seconds, 3) for t in best.timestamps])
 
     def partial(self) -> str:
-        """Best hypothesis of the segment in progress (after the chunks encoded so far)."""
+        """Best hypothesis of the segment in progress (after the chunks encoded so far), decoded only when its
+        tokens changed since the last call (a partial is asked for after every chunk; most chunks add none)."""
         best = self.search.nbest(1)
-        return self.tokenizer.decode([best[0].tokens])[0].strip() if best else ""
+        tokens = tuple(best[0].tokens) if best else ()
+        if tokens != self._partial[0]:
+            self._partial = (tokens, self.tokenizer.decode([list(tokens)])[0].strip() if tokens else "")
+        return self._partial[1]
