@@ -36,6 +36,10 @@ def data(args: argparse.Namespace) -> int:
 
         prepare_captions(args.out, source=args.source, seed=args.seed, train_sentences=args.train_sentences,
                          dev_sentences=args.dev_sentences, workers=args.workers)
+    elif args.dataset in ("speech-translation", "st-import"):
+        from transduce.cli import st
+
+        return st.data(args)
     elif args.dataset == "manifest":
         from transduce.data.manifest import convert_to_manifest
 
@@ -145,6 +149,10 @@ def _check_lengths(translator, lines: list[str], where: list[str]) -> None:
 
 
 def translate(args: argparse.Namespace) -> int:
+    if args.asr or args.manifest or args.truecase:
+        from transduce.cli import st
+
+        return st.translate(args)
     lines, where = _input_lines(args)
     if args.plot_attention is None and (args.attention_layer is not None or args.attention_head is not None):
         raise UsageError("--attention-layer/--attention-head choose what --plot-attention draws; give --plot-attention")
@@ -228,6 +236,10 @@ def lm(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
+    if args.asr or args.truecase or args.tgt_lang:
+        from transduce.cli import st
+
+        return st.evaluate(args)
     if args.manifest:
         if args.src or args.ref:
             raise UsageError("--manifest (speech) and --src/--ref (translation) do not go together")

@@ -71,6 +71,15 @@ def hybrid_options(p: argparse.ArgumentParser) -> None:
                         "(0 = one segment per file; transcribe default 0.8, evaluate default 0)")
 
 
+def cascade_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asr", metavar="DIR", help="speech model folder: recognize speech with it, then translate the "
+                                                "transcripts with --model (a cascade)")
+    p.add_argument("--truecase", metavar="FILE",
+                   help="with --asr: English text --model was trained on (.gz ok) or a saved truecaser (.json): "
+                        "restore the transcripts' casing, hyphens, commas and final punctuation before translating "
+                        "(default: --model's truecase.json when it has one; none: no restoration)")
+
+
 def _data(sub: Subparsers) -> None:
     """``transduce data DATASET``: prepare a dataset."""
     data = sub.add_parser("data", help="prepare a dataset").add_subparsers(dest="dataset", required=True)
@@ -99,6 +108,23 @@ def _data(sub: Subparsers) -> None:
     caps.add_argument("--train-sentences", type=int, default=10000)
     caps.add_argument("--dev-sentences", type=int, default=500)
     caps.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
+    st = data.add_parser("speech-translation", help="Multi30k captions spoken by the captions TTS voices, with their "
+                                                    "de/fr/cs translations (split by voice)")
+    st.add_argument("--out", required=True, help="output folder")
+    st.add_argument("--from", dest="source", help="local Multi30k folder; else download")
+    st.add_argument("--langs", default="de,fr,cs", help="target languages (default de,fr,cs)")
+    st.add_argument("--seed", type=int, default=1)
+    st.add_argument("--train-sentences", type=int, default=10000, help="0 = no train split")
+    st.add_argument("--dev-sentences", type=int, default=500)
+    st.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
+    sti = data.add_parser("st-import", help="import a MuST-C split folder (wav/, txt/SPLIT.yaml, txt/SPLIT.en/.LANG) "
+                                            "or a CoVoST TSV (+ clips/) as speech translation manifests")
+    sti.add_argument("--from", dest="source", required=True,
+                     help="MuST-C data folder (its split folders) or one split folder, or a CoVoST .tsv")
+    sti.add_argument("--out", required=True, help="output folder (SPLIT.jsonl, and audio/SPLIT/ for MuST-C)")
+    sti.add_argument("--tgt-lang", required=True, help="the target language of the corpus (e.g. de)")
+    sti.add_argument("--splits", default="", help="comma-separated splits (MuST-C folders, CoVoST split column)")
+    sti.add_argument("--clips", help="CoVoST: the folder of the clips (default: the TSV's folder/clips)")
     man = data.add_parser("manifest", help="convert a Kaldi data folder or a Lhotse CutSet to a JSON-lines manifest")
     man.add_argument("--from", dest="source", required=True, help="Kaldi folder (wav.scp, text) or CutSet file")
     man.add_argument("--out", required=True, help="manifest to write (.jsonl)")
@@ -149,7 +175,9 @@ def _translate(sub: Subparsers) -> None:
     tr.add_argument("--plot-attention", metavar="DIR",
                     help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
     attention_options(tr)
-    tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin)")
+    cascade_options(tr)
+    tr.add_argument("--manifest", help="with --asr: a speech manifest; prints {id, text} per utterance in its order")
+    tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin); with --asr: audio files")
 
 
 def _transcribe(sub: Subparsers) -> None:
@@ -188,6 +216,9 @@ def _evaluate(sub: Subparsers) -> None:
     rerank_options(ev)
     ev.add_argument("--output", help="also write the translations here")
     ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
+    cascade_options(ev)
+    ev.add_argument("--tgt-lang", help="with --asr: the manifest's translations to score against (default: the "
+                                       "--model's target language)")
 
 
 def _align(sub: Subparsers) -> None:

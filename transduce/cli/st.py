@@ -1,0 +1,116 @@
+"""Speech translation subcommands: the ``data speech-translation`` / ``data st-import`` recipes, and
+``translate`` / ``evaluate`` with ``--asr`` (the cascade: recognize, then translate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from transduce.errors import UsageError
+
+
+def data(args: argparse.Namespace) -> int:
+    """``transduce data speech-translation`` and ``transduce data st-import``."""
+    from transduce.data.speech_translation import parse_langs
+
+    try:
+        if args.dataset == "speech-translation":
+            from transduce.data.speech_translation import prepare_speech_translation
+
+            langs = parse_langs(args.langs)
+            prepare_speech_translation(args.out, source=args.source, langs=langs, seed=args.seed,
+                                       train_sentences=args.train_sentences, dev_sentences=args.dev_sentences,
+                                       workers=args.workers)
+            return 0
+        from transduce.data.st_import import import_st
+
+        splits = parse_langs(args.splits, "--splits") if args.splits else ()
+        for split, count in import_st(args.source, args.out, tgt_lang=args.tgt_lang, splits=splits,
+                                      clips=args.clips).items():
+            print(f"{split}: {count} utterances written to {args.out}/{split}.jsonl")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Options that only make sense with or without --asr."""
+    if args.asr is None:
+        given = "--tgt-lang" if getattr(args, "tgt_lang", None) else "--truecase" if args.truecase else "--manifest"
+        raise UsageError(f"{args.command}: {given} goes with --asr DIR (a cascade of a speech and a translation model)")
+    clashing = [name for name in ("input", "ensemble", "rerank", "plot_attention", "src", "ref", "ref_tok", "quantize")
+                if getattr(args, name, None)]
+    if clashing:
+        raise UsageError(f"--asr translates speech with --model alone; leave out --{clashing[0].replace('_', '-')}")
+    if getattr(args, "nbest", 1) > 1:
+        raise UsageError("--asr prints one translation per utterance; leave out --nbest")
+
+
+def _load(args: argparse.Namespace):
+    from transduce.cascade import Cascade
+
+    try:
+        return Cascade.load(args.asr, args.model, truecase=args.truecase)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def translate(args: argparse.Namespace) -> int:
+    """Audio files -> ``FILE<TAB>TRANSLATION``; ``--manifest`` -> ``{"id", "text"}`` JSON lines in its order."""
+    from transduce.cli.commands import _decode_overrides
+    from transduce.data.manifest import read_manifest
+
+    _check(args)
+    if bool(args.sentences) == bool(args.manifest):
+        raise UsageError("--asr translates audio files given as arguments or the utterances of --manifest (one of "
+                         "the two)")
+    cascade = _load(args)
+    overrides = _decode_overrides(args)
+    if args.manifest:
+        utts = read_manifest(args.manifest, check_audio=True)
+        for utt, text in zip(utts, cascade.translate([u.audio for u in utts], **overrides), strict=True):
+            print(json.dumps({"id": utt.id, "text": text}, ensure_ascii=False))
+        return 0
+    for path, text in zip(args.sentences, cascade.translate(args.sentences, **overrides), strict=True):
+        print(f"{path}\t{text}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """BLEU, chrF and tokenized-lowercased BLEU of the cascade against the manifest's translations, and its
+    real-time factor, as JSON."""
+    from transduce.cli.commands import _decode_overrides
+    from transduce.data.speech_translation import read_st_manifest
+    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
+
+    _check(args)
+    if not args.manifest:
+        raise UsageError("--asr evaluates the utterances of a speech translation --manifest")
+    cascade = _load(args)
+    lang = args.tgt_lang or cascade.config.data.tgt_lang
+    if lang != cascade.config.data.tgt_lang:
+        raise UsageError(f"--tgt-lang {lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
+    utts = read_st_manifest(args.manifest, [lang], check_audio=True)
+    overrides = _decode_overrides(args)
+    refs = [u.translation[lang] for u in utts]
+    started = time.perf_counter()
+    sources = cascade.transcribe([u.utt.audio for u in utts])
+    asr_seconds = time.perf_counter() - started
+    hyps = cascade.translator.translate(sources, **overrides)
+    seconds = time.perf_counter() - started
+    audio_seconds = sum(u.utt.duration for u in utts)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.writelines(f"{h}\n" for h in hyps)
+    result = {
+        **sacre_scores(hyps, refs),
+        "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
+        "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
+        "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1),
+        "truecase": args.truecase, "asr_seconds": round(asr_seconds, 2), "seconds": round(seconds, 2),
+        "rtf": round(seconds / audio_seconds, 4),
+    }
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
