@@ -78,16 +78,44 @@ def _ffn(spec: Any, layer: Any) -> None:
 
 
 def _inputs(spec: Any, embed: Embedder, max_positions: int) -> None:
-    """Token embeddings (scaled by sqrt(D), as ours) and the position table our model adds (L, D)."""
+    """Token embeddings (scaled by sqrt(D), as ours) and the position table our model adds (L, D); zeros where
+    positions live in self-attention but the spec still adds a table (a rotary encoder)."""
     table = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings
     table.weight = _np(embed.embedding.weight)
     spec.scale_embeddings = True
-    spec.position_encodings.encodings = _np(embed.positions(max_positions, 0))  # (L, D) from position 0
+    if embed.positions is not None:
+        spec.position_encodings.encodings = _np(embed.positions(max_positions, 0))  # (L, D) from position 0
+    elif hasattr(spec, "position_encodings"):
+        spec.position_encodings.encodings = np.zeros((max_positions, table.weight.shape[1]), dtype=np.float32)
+
+
+def _stacks(cfg: TransformerConfig, activation: Any) -> Any:
+    """An empty ``TransformerSpec`` of ``cfg``'s shape. shaw: CTranslate2's Shaw et al. relative positions in
+    self-attention (``relative_position``); rope: rotary on every head dimension, interleaved pairs as ours."""
+    from ctranslate2.specs import transformer_spec
+
+    layers = (cfg.encoder_layers, cfg.decoder_layers)
+    if cfg.positions not in ("shaw", "rope"):
+        return transformer_spec.TransformerSpec.from_config(layers, cfg.heads, pre_norm=cfg.pre_norm,
+                                                            activation=activation)
+    inside = {"relative_position": True} if cfg.positions == "shaw" else {"rotary_dim": 0, "rotary_interleave": True}
+    return transformer_spec.TransformerSpec(
+        transformer_spec.TransformerEncoderSpec(layers[0], cfg.heads, pre_norm=cfg.pre_norm, activation=activation,
+                                                **inside),
+        transformer_spec.TransformerDecoderSpec(layers[1], cfg.heads, pre_norm=cfg.pre_norm, activation=activation,
+                                                **inside))
+
+
+def _self_positions(spec: Any, attn: Any) -> None:
+    """Shaw tables: our key table (2K + 1, E); the value term, which we do not have, as zeros."""
+    if hasattr(attn.positions, "keys"):
+        spec.relative_position_keys = _np(attn.positions.keys)
+        spec.relative_position_values = np.zeros_like(spec.relative_position_keys)
 
 
 def fill_spec(model: TransformerSeq2Seq, cfg: TransformerConfig) -> Any:
     """A ``TransformerSpec`` holding ``model``'s weights (vocabularies not yet registered)."""
-    from ctranslate2.specs import common_spec, transformer_spec
+    from ctranslate2.specs import common_spec
     from torch import nn
 
     encoder, decoder = model.encoder, model.decoder
@@ -96,17 +124,17 @@ def fill_spec(model: TransformerSeq2Seq, cfg: TransformerConfig) -> Any:
     activation = type(enc_layers[0].ffn.net[1])
     activations = {nn.ReLU: common_spec.Activation.RELU, nn.GELU: common_spec.Activation.GELU,
                    nn.SiLU: common_spec.Activation.SWISH}
-    spec = transformer_spec.TransformerSpec.from_config(
-        (cfg.encoder_layers, cfg.decoder_layers), cfg.heads, pre_norm=cfg.pre_norm,
-        activation=activations[activation])
+    spec = _stacks(cfg, activations[activation])
     _inputs(spec.encoder, encoder.embed, cfg.max_positions)
     for layer_spec, layer in zip(spec.encoder.layer, enc_layers, strict=True):
         _attention(layer_spec.self_attention, layer.attn, fused_qkv=True)
+        _self_positions(layer_spec.self_attention, layer.attn)
         _norm(layer_spec.self_attention.layer_norm, layer.attn_res.norm)
         _ffn(layer_spec.ffn, layer)
     _inputs(spec.decoder, decoder.embed, cfg.max_positions)
     for layer_spec, layer in zip(spec.decoder.layer, dec_layers, strict=True):
         _attention(layer_spec.self_attention, layer.self_attn, fused_qkv=True)
+        _self_positions(layer_spec.self_attention, layer.self_attn)
         _norm(layer_spec.self_attention.layer_norm, layer.self_res.norm)
         _attention(layer_spec.attention, layer.cross_attn, fused_qkv=False)
         _norm(layer_spec.attention.layer_norm, layer.cross_res.norm)

@@ -19,7 +19,7 @@ from transduce.errors import ConfigError
 from transduce.nn.attention import MultiHeadAttention
 from transduce.nn.ffn import FeedForward
 from transduce.nn.masks import attention_mask, padding_mask
-from transduce.nn.positions import build_positions
+from transduce.nn.positions import ADDED_POSITIONS, ATTENTION_POSITIONS, build_attention_positions, build_positions
 from transduce.nn.state import DecoderLayerState, DecoderState
 from transduce.nn.transformer import DecoderLayer, EncoderLayer
 from transduce.nn.tying import shared_tensor_names
@@ -48,9 +48,12 @@ class TransformerConfig:
     pre_norm: bool = True
     """Layer norm before each sublayer (pre-LN) instead of after (post-LN)."""
     positions: str = "sinusoidal"
-    """Position encodings: sinusoidal or learned."""
+    """Positions: sinusoidal or learned (added to the embeddings), shaw (clipped relative keys in self-attention,
+    Shaw et al. 2018) or rope (rotary queries and keys in self-attention, Su et al. 2021)."""
     max_positions: int = 512
-    """Longest sequence the position table covers."""
+    """Longest sequence the position table covers (sinusoidal, learned)."""
+    max_relative: int = 16
+    """Clipping distance K of shaw positions: distances beyond +-K share one embedding."""
     share_embeddings: bool = True
     """One embedding table for source and target (needs a joint vocabulary)."""
     tie_output: bool = True
@@ -62,12 +65,20 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ConfigError(f"model.init: unknown initialization {self.init!r} (known: {', '.join(INITS)})")
+        known = ADDED_POSITIONS + ATTENTION_POSITIONS
+        if self.positions not in known:
+            raise ConfigError(f"model.positions: unknown {self.positions!r} (known: {', '.join(known)})")
+        if self.positions == "shaw" and self.max_relative < 1:
+            raise ConfigError(f"model.max_relative: must be >= 1 for shaw positions, got {self.max_relative}")
+        if self.positions == "rope" and self.heads > 0 and (self.dim // self.heads) % 2:
+            raise ConfigError(f"model.positions: rope needs an even head size, got dim {self.dim} / heads "
+                              f"{self.heads} = {self.dim // self.heads}")
 
 
 class Embedder(nn.Module):
-    """Token embedding x sqrt(D) + positions, then dropout. (B, T) -> (B, T, D)."""
+    """Token embedding x sqrt(D) + positions (None: they live in self-attention), then dropout. (B, T) -> (B, T, D)."""
 
-    def __init__(self, embedding: nn.Embedding, positions: nn.Module, dropout: float) -> None:
+    def __init__(self, embedding: nn.Embedding, positions: nn.Module | None, dropout: float) -> None:
         super().__init__()
         self.embedding = embedding
         self.positions = positions
@@ -75,7 +86,9 @@ class Embedder(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
-        x = self.embedding(tokens) * self.scale + self.positions(tokens.size(1), offset)
+        x = self.embedding(tokens) * self.scale
+        if self.positions is not None:
+            x = x + self.positions(tokens.size(1), offset)
         return self.dropout(x)
 
 
@@ -223,8 +236,17 @@ def _final_norm(cfg: TransformerConfig) -> nn.Module:
 
 
 def _layer_args(cfg: TransformerConfig) -> dict:
+    """Keyword arguments of one encoder/decoder layer; each call builds that layer's own attention positions."""
     return dict(dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-                activation_dropout=cfg.activation_dropout, pre_norm=cfg.pre_norm)
+                activation_dropout=cfg.activation_dropout, pre_norm=cfg.pre_norm,
+                positions=build_attention_positions(cfg.positions, cfg.dim // cfg.heads, cfg.max_relative))
+
+
+def _added_positions(cfg: TransformerConfig) -> nn.Module | None:
+    """The encodings the embedder adds, or None where positions live in self-attention."""
+    if cfg.positions in ATTENTION_POSITIONS:
+        return None
+    return build_positions(cfg.positions, cfg.dim, cfg.max_positions)
 
 
 def _xavier(layers: list) -> None:
@@ -232,6 +254,8 @@ def _xavier(layers: list) -> None:
     matrix), zero biases; LayerNorm weights keep 1."""
     for layer in layers:
         for name, p in layer.named_parameters():
+            if ".positions." in name:  # relative position tables keep their own initialization
+                continue
             if p.dim() == 2:
                 nn.init.xavier_uniform_(p)
             elif name.endswith("bias"):
@@ -298,7 +322,7 @@ def build_decoder(cfg: TransformerConfig, vocab: int, pad_id: int = 0,
     output = _output(cfg, emb, vocab)
     layers = _decoder_layers(cfg)
     init_layers(cfg, layers)
-    embed = Embedder(emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout)
+    embed = Embedder(emb, _added_positions(cfg), cfg.dropout)
     return TransformerDecoder(embed, layers, _final_norm(cfg), output)
 
 
@@ -315,11 +339,11 @@ def build(cfg: TransformerConfig, src_vocab: int, tgt_vocab: int, pad_id: int = 
     dec_layers = _decoder_layers(cfg)
     init_layers(cfg, [*enc_layers, *dec_layers])  # this order of random draws is what trained models were made with
     encoder = TransformerEncoder(
-        Embedder(src_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
+        Embedder(src_emb, _added_positions(cfg), cfg.dropout),
         enc_layers, _final_norm(cfg),
     )
     decoder = TransformerDecoder(
-        Embedder(tgt_emb, build_positions(cfg.positions, cfg.dim, cfg.max_positions), cfg.dropout),
+        Embedder(tgt_emb, _added_positions(cfg), cfg.dropout),
         dec_layers, _final_norm(cfg), output,
     )
     return TransformerSeq2Seq(encoder, decoder)

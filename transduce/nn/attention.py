@@ -10,27 +10,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transduce.nn.positions import AttentionPositions
 from transduce.nn.state import KVCache
 
 
 def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Reference attention: (B, H, T, E) x (B, H, S, E) -> output (B, H, T, E), weights (B, H, T, S)."""
+    """Reference attention: (B, H, T, E) x (B, H, S, E) -> output (B, H, T, E), weights (B, H, T, S).
+    ``mask`` is bool (True = may attend) or float (added to the scaled scores), as SDPA's ``attn_mask``."""
     scores = q @ k.transpose(-1, -2) / q.size(-1) ** 0.5  # (B, H, T, S)
-    if mask is not None:
+    if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask
     weights = scores.softmax(dim=-1)
     return weights @ v, weights
 
 
-class MultiHeadAttention(nn.Module):
-    """Self- or cross-attention with an optional key/value cache for incremental decoding."""
+def scores_mask(mask: Tensor | None, bias: Tensor, causal: bool) -> Tensor:
+    """Bool ``mask`` (True = may attend, broadcastable to (B, H, T, S)) and float ``bias`` (B, H, T, S) -> one
+    float mask for SDPA: the bias where attending is allowed, -inf elsewhere. ``causal``: also hide key j > i
+    (the teacher-forced pass, T == S)."""
+    t, s = bias.shape[-2:]
+    if causal:
+        tri = torch.ones(t, s, dtype=torch.bool, device=bias.device).tril()  # (T, S)
+        mask = tri if mask is None else mask & tri
+    return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
-    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0) -> None:
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with an optional key/value cache for incremental decoding. ``positions``
+    (self-attention only) rotates queries and new keys (RoPE) or adds relative scores (Shaw) before SDPA."""
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0,
+                 positions: AttentionPositions | None = None) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"model size {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.dropout = dropout
+        self.positions = positions
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(dim, 2 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -63,15 +81,23 @@ class MultiHeadAttention(nn.Module):
         Returns (output (B, T, D), updated cache or None, weights (B, H, T, S) if asked).
         """
         q = self._split(self.q_proj(query))  # (B, H, T, E)
+        offset = 0 if cache is None or static_kv else cache.keys.size(2)  # steps already cached
         if static_kv and cache is not None:
             kv = cache
         else:
             assert source is not None
             kv = self.project_kv(source)
+            if self.positions is not None:
+                kv = KVCache(self.positions.rotate(kv.keys, offset), kv.values)  # cached rotated
             if cache is not None:
                 kv = cache.append(kv.keys, kv.values)
         dropout = self.dropout if self.training else 0.0
         weights = None
+        if self.positions is not None:
+            q = self.positions.rotate(q, offset)
+            bias = self.positions.bias(q, offset, kv.keys.size(2))  # (B, H, T, S) or None
+            if bias is not None:
+                mask, causal = scores_mask(mask, bias, causal), False
         if causal and (mask is not None or need_weights):
             tri = torch.ones(q.size(2), kv.keys.size(2), dtype=torch.bool, device=q.device).tril()
             mask = tri if mask is None else mask & tri

@@ -1,4 +1,4 @@
-"""Transformer encoder and decoder layers, pre-LN or post-LN.
+"""Transformer encoder and decoder layers, pre-LN or post-LN; ``positions`` (Shaw, RoPE) goes to self-attention.
 
 Dimension letters: B batch (x beams), T target length, S source length, D model size.
 """
@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from transduce.nn.attention import MultiHeadAttention
 from transduce.nn.ffn import FeedForward
+from transduce.nn.positions import AttentionPositions
 from transduce.nn.state import DecoderLayerState
 
 
@@ -33,9 +34,10 @@ class EncoderLayer(nn.Module):
     def __init__(
         self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1,
         attention_dropout: float = 0.0, activation_dropout: float = 0.0, pre_norm: bool = True,
+        positions: AttentionPositions | None = None,
     ) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(dim, heads, dropout=attention_dropout)
+        self.attn = MultiHeadAttention(dim, heads, dropout=attention_dropout, positions=positions)
         self.ffn = FeedForward(dim, ffn_dim, dropout=activation_dropout)
         self.attn_res = Residual(dim, dropout=dropout, pre_norm=pre_norm)
         self.ffn_res = Residual(dim, dropout=dropout, pre_norm=pre_norm)
@@ -51,9 +53,10 @@ class DecoderLayer(nn.Module):
     def __init__(
         self, dim: int, heads: int, ffn_dim: int, *, dropout: float = 0.1,
         attention_dropout: float = 0.0, activation_dropout: float = 0.0, pre_norm: bool = True,
+        positions: AttentionPositions | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(dim, heads, dropout=attention_dropout)
+        self.self_attn = MultiHeadAttention(dim, heads, dropout=attention_dropout, positions=positions)
         self.cross_attn = MultiHeadAttention(dim, heads, dropout=attention_dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout=activation_dropout)
         self.self_res = Residual(dim, dropout=dropout, pre_norm=pre_norm)
