@@ -92,6 +92,9 @@ class TrainConfig:
     """fp32, bf16 (autocast), fp16 (autocast + dynamic loss scaling) or auto: bf16 where the device computes it
     natively (CUDA with bf16; CPUs with AMX or AVX512-BF16), fp32 otherwise, logged with the reason; checkpoints
     and the model folder record the choice. Master weights stay fp32."""
+    compile: bool = False
+    """torch.compile each layer's training forward (train/compile.py); the first updates pay a warm-up, which
+    the log reports. Needs a C++ compiler on CPU, Triton on CUDA."""
     seed: int = 1
     """Seed for initialization, shuffling and dropout."""
     init_from: str = ""

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from transduce.nn.attention import MultiHeadAttention, naive_attention
+from transduce.nn.attention import MultiHeadAttention, attend, naive_attention
 from transduce.nn.masks import attention_mask, padding_mask
 
 B, T, S, D, H = 3, 5, 6, 16, 4
@@ -141,3 +142,25 @@ def test_cached_self_attention_equals_causal_full_pass():
         y, cache, _ = attn(x[:, t : t + 1], x[:, t : t + 1], cache=cache)
         steps.append(y)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_attend_computes_low_precision_cpu_attention_in_fp32(mask_kind: str) -> None:
+    """Under bf16 autocast on a CPU, ``attend`` equals fp32 attention of the same (bf16) inputs, rounded back
+    to bf16, and keeps gradients flowing in bf16; fp32 inputs go straight to SDPA."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8).bfloat16().requires_grad_() for _ in range(3))
+    masks = {"none": None, "bool": torch.rand(2, 1, 5, 5) > 0.3, "float": torch.randn(2, 3, 5, 5).bfloat16()}
+    mask = masks[mask_kind]
+    if mask is not None and mask.dtype == torch.bool:
+        mask[..., 0] = True  # every query sees a key
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q, k, v, attn_mask=mask)
+    reference = F.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=mask.float() if mask_kind == "float" else mask)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, reference.bfloat16())
+    out.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.bfloat16
+    x = torch.randn(2, 3, 5, 8)
+    assert torch.equal(attend(x, x, x), F.scaled_dot_product_attention(x, x, x))

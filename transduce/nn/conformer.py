@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transduce.nn.attention import attend
 from transduce.nn.ffn import FeedForward
 from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
 from transduce.nn.state import KVCache
@@ -92,10 +93,8 @@ class RelPositionMultiHeadAttention(nn.Module):
         if mask is not None:
             mask = mask[:, None] if mask.dim() == 3 else mask  # (B, 1, T|1, S)
             bias = bias.masked_fill(~attendable(mask), float("-inf"))
-        out = F.scaled_dot_product_attention(
-            q + self.pos_bias_u[:, None], kv.keys, kv.values, attn_mask=bias,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, H, T, E)
+        out = attend(q + self.pos_bias_u[:, None], kv.keys, kv.values, attn_mask=bias,
+                     dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, E)
         b, h, t, e = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), kv  # (B, T, D)
 

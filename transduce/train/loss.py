@@ -4,9 +4,9 @@ Smoothing spreads ``epsilon`` uniformly over the whole vocabulary (the
 ``F.cross_entropy(label_smoothing=...)`` definition): loss = (1 - eps) * nll + eps * mean_v(-log p_v).
 
 ``projected_label_smoothed_nll`` fuses the output projection with the loss and works in row
-chunks with a hand-written backward (gradient ``softmax - q``, ``q = (1 - eps) onehot + eps/V``):
-on CPU the (tokens x vocab) logits are the biggest tensors of a small model's step, and
-allocating them whole costs more than the arithmetic.
+chunks with a hand-written gradient (``softmax - q``, ``q = (1 - eps) onehot + eps/V``), computed in
+the forward pass while each chunk's logits are at hand: on CPU the (tokens x vocab) logits are the
+biggest tensors of a small model's step, and allocating them whole costs more than the arithmetic.
 
 ``CTCLoss`` is the speech models' counterpart: CTC (plus the attention decoder's cross-entropy for hybrid
 models) as one module for DDP.
@@ -39,39 +39,48 @@ def _softmax_minus_q(logits: Tensor, lse: Tensor, target: Tensor, epsilon: float
     return grad
 
 
+def _chunked(hidden: Tensor, weight: Tensor, target: Tensor, epsilon: float, want_grad: bool
+             ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """hidden (N, D), weight (V, D), target (N,) -> loss sum, nll sum (fp32 scalars) and, with ``want_grad``,
+    d loss / d hidden (N, D) and d loss / d weight (V, D), chunk by chunk of CHUNK_ROWS rows."""
+    loss = hidden.new_zeros((), dtype=torch.float)
+    nll_sum = hidden.new_zeros((), dtype=torch.float)
+    grad_hidden = torch.empty_like(hidden) if want_grad else None  # (N, D)
+    grad_weight = torch.zeros_like(weight, dtype=torch.float) if want_grad else None  # (V, D)
+    for start in range(0, hidden.size(0), CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        h = hidden[rows]  # (n, D)
+        logits = (h @ weight.t()).float()  # (n, V)
+        chunk_loss, nll, lse = _chunk_stats(logits, target[rows], epsilon)
+        loss += chunk_loss.sum()
+        nll_sum += nll.sum()
+        if grad_hidden is not None and grad_weight is not None:
+            g = _softmax_minus_q(logits, lse, target[rows], epsilon).to(hidden.dtype)  # (n, V)
+            grad_hidden[rows] = g @ weight
+            grad_weight += (g.t() @ h).float()
+    return loss, nll_sum, grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype)
+
+
 class _ProjectedSmoothedCE(torch.autograd.Function):
+    """The loss ends the graph, so its gradient is known up to the scalar ``grad_loss`` as soon as the logits
+    are: the forward computes d loss / d hidden and d loss / d weight while each chunk's logits are at hand,
+    and backward only scales them. The (N, V) logits are never kept whole nor computed twice (recomputing
+    them in backward cost a third of the loss's matmuls)."""
+
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, target: Tensor, epsilon: float):  # type: ignore[override]
         """hidden (N, D), weight (V, D), target (N,) -> loss sum, nll sum (fp32 scalars)."""
-        loss = hidden.new_zeros((), dtype=torch.float)
-        nll_sum = hidden.new_zeros((), dtype=torch.float)
-        lses = []
-        for start in range(0, hidden.size(0), CHUNK_ROWS):
-            logits = (hidden[start : start + CHUNK_ROWS] @ weight.t()).float()  # (n, V)
-            chunk_loss, nll, lse = _chunk_stats(logits, target[start : start + CHUNK_ROWS], epsilon)
-            loss += chunk_loss.sum()
-            nll_sum += nll.sum()
-            lses.append(lse)
-        lse_all = torch.cat(lses) if lses else hidden.new_zeros(0, dtype=torch.float)  # (N,)
-        ctx.save_for_backward(hidden, weight, target, lse_all)
-        ctx.epsilon = epsilon
+        loss, nll_sum, grad_hidden, grad_weight = _chunked(hidden, weight, target, epsilon,
+                                                           want_grad=any(ctx.needs_input_grad[:2]))
+        ctx.grads = (grad_hidden, grad_weight)
         ctx.mark_non_differentiable(nll_sum)
         return loss, nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):  # type: ignore[override]
-        hidden, weight, target, lse = ctx.saved_tensors
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight, dtype=torch.float)
-        for start in range(0, hidden.size(0), CHUNK_ROWS):
-            rows = slice(start, start + CHUNK_ROWS)
-            h = hidden[rows]
-            logits = (h @ weight.t()).float()  # recomputed: cheaper than keeping N x V
-            g = _softmax_minus_q(logits, lse[rows], target[rows], ctx.epsilon).mul_(grad_loss)
-            g = g.to(hidden.dtype)
-            grad_hidden[rows] = g @ weight
-            grad_weight += (g.t() @ h).float()
-        return grad_hidden, grad_weight.to(weight.dtype), None, None
+        grad_hidden, grad_weight = ctx.grads
+        return (None if grad_hidden is None else grad_hidden * grad_loss,
+                None if grad_weight is None else grad_weight * grad_loss, None, None)
 
 
 def projected_label_smoothed_nll(
@@ -81,7 +90,11 @@ def projected_label_smoothed_nll(
     Equal to ``label_smoothed_nll(hidden @ weight.T, target)``."""
     real = (target != ignore_index).flatten()  # (B T,)
     h = hidden.flatten(0, 1)[real]  # (N, D)
-    return _ProjectedSmoothedCE.apply(h, weight, target.flatten()[real], epsilon)
+    target = target.flatten()[real]  # (N,)
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _ProjectedSmoothedCE.apply(h, weight, target, epsilon)
+    loss, nll, _, _ = _chunked(h, weight, target, epsilon, want_grad=False)  # evaluation: no gradients
+    return loss, nll
 
 
 class SequenceLoss(torch.nn.Module):

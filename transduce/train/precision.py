@@ -5,11 +5,15 @@ fp32: no autocast. bf16: autocast to bfloat16 (same exponent range as fp32: no s
 fp16: autocast to float16 + ``torch.amp.GradScaler`` (``ShardedGradScaler`` under FSDP).
 Parameters and optimizer state stay fp32 in every mode (master weights).
 
-auto: bf16 where the device computes it natively (CUDA with bf16; CPUs with AMX or AVX512-BF16),
-fp32 elsewhere. ``choose_precision`` decides from a ``Hardware`` record (pure, testable with made-up
-facts); ``detect_hardware`` gathers the real facts once at start. Forcing bf16 on a CPU without native
-support works but is emulated (a bf16 matmul ran ~600x slower than fp32 on an AVX2-only EPYC), so
-``resolve_precision`` warns with the slowdown measured on the spot.
+auto: bf16 where the device computes it natively (CUDA with bf16; CPUs with AMX or AVX512-BF16) and, on a
+CPU, where a probe (one of our Transformer layers' forward + backward, ~0.1 s) runs faster in bf16 than in
+fp32; fp32 elsewhere. Native bf16 instructions alone do not make a CPU train faster: on an AVX512-BF16 EPYC a
+bf16 matmul ran 2.2x fp32 but PyTorch's CPU attention kernel 6-20x slower, and training in bf16 ran at 0.24x
+fp32 until ``nn.attention.attend`` kept attention in fp32 (1.14x since). ``choose_precision`` decides from a
+``Hardware`` record and the probe's result (pure, testable with made-up facts); ``detect_hardware`` gathers the
+real facts once at start. Forcing bf16 on a CPU without native support works but is emulated (a bf16 matmul
+ran ~600x slower than fp32 on an AVX2-only EPYC), so ``resolve_precision`` warns with the slowdown
+measured on the spot.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import torch
 from torch import Tensor
 
 from transduce.config import ConfigError
+from transduce.nn.transformer import EncoderLayer
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHOICES = (*PRECISIONS, "auto")
+MIN_SPEEDUP = 1.1
+"""auto takes bf16 on a CPU when its probe step runs at least this much faster than fp32 (a margin for noise)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,12 +62,17 @@ def native_bf16(hw: Hardware) -> str:
     return "AVX512-BF16" if "avx512_bf16" in hw.cpu_flags else ""
 
 
-def choose_precision(hw: Hardware) -> tuple[str, str]:
-    """``train.precision: auto``: (precision, why), e.g. ("bf16", "AMX") or
-    ("fp32", "this CPU has no native bf16 — avx2")."""
+def choose_precision(hw: Hardware, probe: Callable[[], float]) -> tuple[str, str]:
+    """``train.precision: auto``: (precision, why), e.g. ("bf16", "AMX, a layer step 1.8x fp32's speed") or
+    ("fp32", "this CPU has no native bf16 — avx2"). ``probe`` (CPUs with native bf16 only) gives bf16's speed
+    over fp32's on a training step; bf16 needs at least ``MIN_SPEEDUP``."""
     unit = native_bf16(hw)
+    if unit and hw.device_type != "cpu":
+        return "bf16", "this CUDA device computes bf16 natively"
     if unit:
-        return "bf16", unit if hw.device_type == "cpu" else "this CUDA device computes bf16 natively"
+        speedup = probe()
+        verdict = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
+        return verdict, f"{unit}, a layer step in bf16 ran {speedup:.2f}x fp32's speed"
     if hw.device_type == "cuda":
         return "fp32", "this CUDA device has no native bf16"
     if hw.device_type == "cpu":
@@ -127,15 +139,47 @@ def _matmul_ratio(size: int, reps: int, budget_s: float) -> float:
     return best[torch.bfloat16] / max(best[torch.float32], 1e-9)
 
 
-def resolve_precision(requested: str, hw: Hardware, *,
-                      measure: Callable[[], float] = bf16_matmul_slowdown) -> tuple[str, str]:
+def bf16_step_speedup(dim: int = 256, reps: int = 3) -> float:
+    """bf16 autocast's speed over fp32's on the forward + backward of one of our Transformer encoder layers
+    (``nn.transformer.EncoderLayer``: attention through ``nn.attention.attend`` with a padding mask, feed-forward
+    2 x ``dim``; batch 8 x 64 positions), best of ``reps`` after a warm-up, one thread (as
+    ``bf16_matmul_slowdown``): > 1 when bf16 trains faster on this CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):  # the probe's draws leave training's random stream alone
+            torch.manual_seed(0)
+            return _step_speedup(dim, reps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _step_speedup(dim: int, reps: int) -> float:
+    layer = EncoderLayer(dim, 4, 2 * dim, dropout=0.1)
+    x = torch.randn(8, 64, dim)
+    mask = torch.arange(64)[None, None, None, :] < torch.randint(32, 65, (8, 1, 1, 1))  # (B, 1, 1, S)
+    best = {}
+    for name, context in (("fp32", nullcontext()), ("bf16", torch.autocast("cpu", dtype=torch.bfloat16))):
+        times = []
+        for _ in range(reps + 1):  # the first is the warm-up
+            start = time.perf_counter()
+            with context:
+                out = layer(x, mask)
+            out.float().sum().backward()
+            times.append(time.perf_counter() - start)
+        best[name] = min(times[1:])
+    return best["fp32"] / max(best["bf16"], 1e-9)
+
+
+def resolve_precision(requested: str, hw: Hardware, *, measure: Callable[[], float] = bf16_matmul_slowdown,
+                      probe: Callable[[], float] = bf16_step_speedup) -> tuple[str, str]:
     """The precision to train in for ``train.precision: requested`` on ``hw``, and the line to log ("" when
-    there is nothing to say): which one auto chose and why, or a warning when bf16 is forced on a CPU that
-    emulates it, with the slowdown ``measure`` found."""
+    there is nothing to say): which one auto chose and why (``probe``: see ``choose_precision``), or a warning
+    when bf16 is forced on a CPU that emulates it, with the slowdown ``measure`` found."""
     if requested not in CHOICES:
         raise ConfigError(f"train.precision: {requested!r} is not one of {', '.join(CHOICES)}")
     if requested == "auto":
-        name, why = choose_precision(hw)
+        name, why = choose_precision(hw, probe)
         return name, f"precision: {name} (auto: {why})"
     if requested == "bf16" and hw.device_type == "cpu" and not native_bf16(hw):
         ratio = measure()
