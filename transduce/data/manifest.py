@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,16 +153,19 @@ def read_manifests(folder: str | Path, names: str) -> list[Utterance]:
     return [utt for part in parts for utt in read_manifest(Path(folder) / part)]
 
 
-def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> None:
-    """Write ``utts`` as JSON lines, audio paths relative to the manifest's folder; atomic (temp file + rename)."""
+def write_manifest(path: str | Path, utts: Iterable[Utterance],
+                   extras: Iterable[Mapping[str, object]] | None = None) -> None:
+    """Write ``utts`` as JSON lines, audio paths relative to the manifest's folder; atomic (temp file + rename).
+    ``extras``: more keys for each row, in ``utts``' order (a speech translation manifest's "translation")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.resolve().parent
     lines = []
-    for u in utts:
+    rows = zip(utts, extras, strict=True) if extras is not None else ((u, {}) for u in utts)
+    for u, extra in rows:
         audio = os.path.relpath(os.path.abspath(u.audio), folder)
         obj = {"id": u.id, "audio": Path(audio).as_posix(), "duration": u.duration, "text": u.text,
-               "speaker": u.speaker}
+               "speaker": u.speaker, **extra}
         lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from transduce.data.captions import DEV_VOICES, TRAIN_VOICES, CaptionsReport, prepare_captions
-from transduce.data.manifest import Utterance, read_manifest
+from transduce.data.manifest import Utterance, read_manifest, write_manifest
 from transduce.data.text import DataError, iter_lines, read_lines
 
 LANGS = ("de", "fr", "cs")
@@ -87,27 +86,12 @@ def read_st_manifest(path: str | Path, langs: Sequence[str], *, check_audio: boo
 
 
 def write_st_manifest(path: str | Path, utts: Iterable[STUtterance]) -> None:
-    """Write ``utts`` as JSON lines, audio relative to the manifest's folder; atomic (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = path.resolve().parent
-    lines = []
-    for st in utts:
-        u = st.utt
-        audio = Path(os.path.relpath(os.path.abspath(u.audio), folder)).as_posix()
-        obj: dict[str, object] = {"id": u.id, "audio": audio, "duration": u.duration, "text": u.text,
-                                  "speaker": u.speaker, "translation": dict(st.translation)}
-        if st.text_original:
-            obj["text_original"] = st.text_original
-        lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``utts`` as JSON lines (``write_manifest``'s rows with "translation" and, when known,
+    "text_original"), audio relative to the manifest's folder; atomic."""
+    rows = list(utts)
+    extras = [{"translation": dict(st.translation), **({"text_original": st.text_original} if st.text_original else {})}
+              for st in rows]
+    write_manifest(path, [st.utt for st in rows], extras)
 
 
 def _multi30k_file(folder: Path, split: str, lang: str) -> Path:

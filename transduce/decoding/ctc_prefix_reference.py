@@ -74,17 +74,8 @@ def _candidates(frame: list[float], token_prune: int, prob_prune: float | None) 
 
 
 class ReferencePrefixSearch:
-    """Prefix beam search carried across chunks of frames (streaming): ``advance`` with each chunk's
-    log-probs (T, V), ``nbest`` at any time for partial or final hypotheses. Feeding the frames in any
-    chunking gives the same result as one call on the whole utterance.
-
-    score = log of the prefix's probability summed over all its alignments (exact when nothing is pruned
-    and the beam holds every prefix). ``token_prune`` keeps the k likeliest tokens per frame (0 = all);
-    ``prob_prune`` skips tokens whose log-prob is below it (the frame's best token is always kept).
-    Timestamps: for each token, the frame where it peaks on the prefix's best alignment (WeNet).
-    ``fusion`` adds a language model's weighted scores to the ranking (shallow fusion); hypothesis scores are
-    then CTC + LM terms, the LM's end-of-sentence term included by ``nbest(final=True)``.
-    """
+    """The original pure-Python ``CTCPrefixSearch`` (same constructor, ``advance``, ``nbest``, same results),
+    kept as the reference the fast search is tested and benchmarked against."""
 
     def __init__(self, beam: int = 10, token_prune: int = 0, prob_prune: float | None = None,
                  fusion: LMFusion | None = None) -> None:
