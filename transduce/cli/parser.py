@@ -108,6 +108,20 @@ def _data(sub: Subparsers) -> None:
     caps.add_argument("--train-sentences", type=int, default=10000)
     caps.add_argument("--dev-sentences", type=int, default=500)
     caps.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
+    _data_speech_translation(data)
+    man = data.add_parser("manifest", help="convert a Kaldi data folder or a Lhotse CutSet to a JSON-lines manifest")
+    man.add_argument("--from", dest="source", required=True, help="Kaldi folder (wav.scp, text) or CutSet file")
+    man.add_argument("--out", required=True, help="manifest to write (.jsonl)")
+    _data_feedback(data)
+    toy = data.add_parser("toy", help="toy copy/reverse task for smoke tests")
+    toy.add_argument("--out", required=True)
+    toy.add_argument("--task", choices=["copy", "reverse"], default="reverse")
+    toy.add_argument("--train", type=int, default=5000, help="training pairs")
+    toy.add_argument("--seed", type=int, default=1)
+
+
+def _data_speech_translation(data: argparse._SubParsersAction) -> None:
+    """``transduce data speech-translation`` and ``data st-import``."""
     st = data.add_parser("speech-translation", help="Multi30k captions spoken by the captions TTS voices, with their "
                                                     "de/fr/cs translations (split by voice)")
     st.add_argument("--out", required=True, help="output folder")
@@ -125,9 +139,10 @@ def _data(sub: Subparsers) -> None:
     sti.add_argument("--tgt-lang", required=True, help="the target language of the corpus (e.g. de)")
     sti.add_argument("--splits", default="", help="comma-separated splits (MuST-C folders, CoVoST split column)")
     sti.add_argument("--clips", help="CoVoST: the folder of the clips (default: the TSV's folder/clips)")
-    man = data.add_parser("manifest", help="convert a Kaldi data folder or a Lhotse CutSet to a JSON-lines manifest")
-    man.add_argument("--from", dest="source", required=True, help="Kaldi folder (wav.scp, text) or CutSet file")
-    man.add_argument("--out", required=True, help="manifest to write (.jsonl)")
+
+
+def _data_feedback(data: argparse._SubParsersAction) -> None:
+    """``transduce data feedback``: the served page's corrections for fine-tuning."""
     fb = data.add_parser("feedback", help="export the corrections `transduce serve --data-dir` stored, per model, as "
                                           "a speech manifest or parallel text (+ a fine-tuning recipe)")
     fb.add_argument("--db", required=True, help="feedback database (DATA_DIR/feedback.sqlite)")
@@ -141,11 +156,6 @@ def _data(sub: Subparsers) -> None:
     fb.add_argument("--updates", type=int, default=60, help="finetune.yaml: training updates (default 60)")
     fb.add_argument("--lr-scale", type=float, default=0.1,
                     help="finetune.yaml: peak learning rate as a share of the model's own (default 0.1)")
-    toy = data.add_parser("toy", help="toy copy/reverse task for smoke tests")
-    toy.add_argument("--out", required=True)
-    toy.add_argument("--task", choices=["copy", "reverse"], default="reverse")
-    toy.add_argument("--train", type=int, default=5000, help="training pairs")
-    toy.add_argument("--seed", type=int, default=1)
 
 
 def _train(sub: Subparsers) -> None:
