@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transduce.errors import ConfigError
-from transduce.nn.conformer import ConformerLayerState, EncoderStreamState, advance_streams
 from transduce.nn.state import KVCache
+from transduce.nn.stream_state import ConformerLayerState, EncoderStreamState, advance_streams
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
 
 OFFLINE, CHUNK, HEAD = "encoder.onnx", "encoder_chunk.onnx", "ctc.onnx"

@@ -22,9 +22,10 @@ from torch import Tensor, nn
 from transduce.data.tokenizer import BOS, EOS, PAD
 from transduce.models.losses import label_smoothed_nll
 from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
-from transduce.nn.conformer import ConformerEncoder, EncoderStreamState, TransformerSpeechEncoder
+from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
 from transduce.nn.masks import padding_mask
 from transduce.nn.state import DecoderState
+from transduce.nn.stream_state import EncoderStreamState
 from transduce.nn.subsampling import LAYOUTS, conv_lengths
 from transduce.nn.tying import shared_tensor_names
 

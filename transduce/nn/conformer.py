@@ -12,8 +12,7 @@ so chunked streaming only has to build masks and positions and carry ``Conformer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,8 @@ from transduce.nn.attention import attend
 from transduce.nn.ffn import FeedForward
 from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
 from transduce.nn.state import KVCache
-from transduce.nn.subsampling import LAYOUTS, Conv2dSubsampling, conv_lengths
+from transduce.nn.stream_state import ConformerLayerState, EncoderStreamState, advance_streams
+from transduce.nn.subsampling import Conv2dSubsampling, conv_lengths
 from transduce.nn.transformer import EncoderLayer
 
 
@@ -143,17 +143,6 @@ class ConvolutionModule(nn.Module):
         return self.pointwise_out(F.silu(h)).transpose(1, 2), new_cache  # (B, T, D)
 
 
-@dataclass
-class ConformerLayerState:
-    """Streaming cache of one block: attention keys/values (B, H, P, E) and conv inputs (B, D, K - 1)."""
-
-    attn: KVCache
-    conv: Tensor
-
-    def reorder(self, indices: Tensor) -> ConformerLayerState:
-        return ConformerLayerState(self.attn.reorder(indices), self.conv.index_select(0, indices))
-
-
 class ConformerBlock(nn.Module):
     """x + FFN/2 -> + MHSA -> + conv -> + FFN/2 -> LayerNorm, all sublayers pre-LN. (B, T, D) -> (B, T, D)."""
 
@@ -183,24 +172,6 @@ class ConformerBlock(nn.Module):
         x = x + self.dropout(y)
         x = x + 0.5 * self.dropout(self.ffn2(ffn2(x)))
         return final(x), ConformerLayerState(kv, conv_cache)
-
-
-@dataclass
-class EncoderStreamState:
-    """What a streaming Conformer carries between calls of ``forward_chunk``.
-
-    feats: (B, L, F) normalized feature frames received but not yet consumed by the subsampling;
-    layers: per block, attention keys/values (B, H, P, E) of at most ``left_chunks * chunk_size`` earlier
-    frames and the causal convolution's last K - 1 inputs (B, D, K - 1); frames: encoder frames emitted.
-    """
-
-    feats: Tensor
-    layers: list[ConformerLayerState] = field(default_factory=list)
-    frames: int = 0
-
-    def reorder(self, indices: Tensor) -> EncoderStreamState:
-        return EncoderStreamState(self.feats.index_select(0, indices),
-                                  [layer.reorder(indices) for layer in self.layers], self.frames)
 
 
 class ConformerEncoder(nn.Module):
@@ -372,40 +343,3 @@ class TransformerSpeechEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, attn)
         return self.final_norm(x).masked_fill(~pad[..., None], 0.0), out_lens
-
-
-ChunkStep = Callable[[list[Tensor], list[EncoderStreamState], list[int], int, int],
-                     tuple[Tensor, list[list[ConformerLayerState]]]]
-"""Computes one chunk for each of the given streams: (buffered frames (1, L_b, F), states, chunk sizes,
-chunk_size, left_chunks) -> (output (B', T', D), each stream's new layer states)."""
-
-
-def advance_streams(
-    step: ChunkStep, feats: Sequence[Tensor], states: Sequence[EncoderStreamState], *, factor: int, dim: int,
-    chunk_size: int, left_chunks: int = -1, final: Sequence[bool] | None = None,
-) -> tuple[Tensor, Tensor, list[EncoderStreamState]]:
-    """The bookkeeping of ``forward_chunks`` around a chunk ``step`` (PyTorch layers, or an exported graph) of
-    an encoder that subsamples by ``factor`` to width ``dim``:
-    buffer each stream's new frames, decide who has a chunk to compute (a whole one, or the rest when
-    ``final``), run ``step`` on those streams together, and return out (B, T', D), lengths (B,), new states."""
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    closing = list(final) if final is not None else [False] * len(states)
-    buffered = [s.feats if f.size(0) == 0 else torch.cat([s.feats, f[None].to(s.feats)], dim=1)
-                for f, s in zip(feats, states, strict=True)]  # (1, L_b, F) each
-    sizes = []
-    for buf, last in zip(buffered, closing, strict=True):
-        available = max(int(conv_lengths(buf.size(1), LAYOUTS[factor])), 0)
-        sizes.append(chunk_size if available >= chunk_size else available if last else 0)
-    rows = [b for b, size in enumerate(sizes) if size > 0]
-    new_states = [EncoderStreamState(buf, s.layers, s.frames) for buf, s in zip(buffered, states, strict=True)]
-    device = buffered[0].device if buffered else None
-    out = torch.zeros(len(states), max(sizes, default=0), dim, device=device)  # (B, T', D)
-    if rows:
-        x, layers = step([buffered[b] for b in rows], [states[b] for b in rows], [sizes[b] for b in rows],
-                         chunk_size, left_chunks)
-        for i, b in enumerate(rows):
-            out[b, : sizes[b]] = x[i, : sizes[b]]
-            new_states[b] = EncoderStreamState(buffered[b][:, sizes[b] * factor :], layers[i],
-                                               states[b].frames + sizes[b])
-    return out, torch.tensor(sizes, dtype=torch.long), new_states

@@ -30,7 +30,8 @@ from transduce.decoding.ctc import BLANK, CTCHypothesis, CTCPrefixSearch
 from transduce.decoding.joint import attention_rescore
 from transduce.decoding.lm_fusion import LMFusion
 from transduce.models.ctc import CTCModel
-from transduce.nn.conformer import ConformerEncoder, EncoderStreamState
+from transduce.nn.conformer import ConformerEncoder
+from transduce.nn.stream_state import EncoderStreamState
 from transduce.streaming.endpoint import EndpointConfig, Endpointer
 from transduce.streaming.vad import SileroVAD
 
