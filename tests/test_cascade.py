@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from testkit import run_cli, set_config
 
 from transduce.cascade import Cascade, Truecaser
@@ -29,13 +28,7 @@ CORPUS = ["A man in a t-shirt walks in New York.", "Two men in T-shirts.", "A gi
           "A t shirt.", "Two women, one in a hat, and a dog.", "Women, one of them old.", "A hat, and a dog."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small batches: one thread is faster, and far faster on a busy machine (no threads waiting on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from testkit import letter_sentences, train_copy
 
 from transduce.config import DataConfig, DecodeConfig, RunConfig, to_dict
-from transduce.data.batching import pad
-from transduce.data.tokenizer import BOS, EOS, PAD, train_sentencepiece
+from transduce.data.tokenizer import PAD, train_sentencepiece
 from transduce.decoding.hypothesis import Hypothesis, max_lengths
 from transduce.export import export_model, load_exported
 from transduce.models import transformer
@@ -28,33 +28,10 @@ from transduce.translate import Translator
 LETTERS = "abcdefghijklmnop"
 
 
-def _sentences(rng: random.Random, count: int) -> list[str]:
-    return [" ".join(rng.choice(LETTERS) for _ in range(rng.randint(1, 9))) for _ in range(count)]
-
-
-def _train_copy(model: torch.nn.Module, ids: list[list[int]], steps: int) -> None:
-    """Teacher-forced cross-entropy on copying ``ids`` (batches of 32), Adam; a few seconds on a CPU."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 50))  # for post-LN
-    generator = random.Random(0)
-    model.train()
-    for _ in range(steps):
-        batch = generator.sample(ids, 32)
-        src = pad([s + [EOS] for s in batch])
-        tgt_in, tgt_out = pad([[BOS, *s] for s in batch]), pad([[*s, EOS] for s in batch])
-        logits = model(src, torch.tensor([len(s) + 1 for s in batch]), tgt_in)  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tgt_out, ignore_index=PAD)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        warmup.step()
-    model.eval()
-
-
 def tiny_folder(out: Path, *, pre_norm: bool, positions: str, share: bool, steps: int = 250) -> Path:
     """A model folder holding a tiny Transformer trained to copy letter sequences."""
     torch.manual_seed(0)
-    lines = _sentences(random.Random(1), 2000)
+    lines = letter_sentences(LETTERS, random.Random(1), 2000)
     files = [out / "spm.model"] if share else [out / "spm.src.model", out / "spm.tgt.model"]
     tokenizer = None
     for file in files:
@@ -64,7 +41,7 @@ def tiny_folder(out: Path, *, pre_norm: bool, positions: str, share: bool, steps
                                         dropout=0.0, pre_norm=pre_norm, positions=positions, max_positions=64,
                                         share_embeddings=share, tie_output=share)
     model = transformer.build(cfg, len(tokenizer), len(tokenizer), PAD)
-    _train_copy(model, tokenizer.encode(lines), steps)
+    train_copy(model, tokenizer.encode(lines), steps, warmup=50)
     run = RunConfig(task="translation", data=DataConfig(joint_vocab=share, tokenizer="word"), model=cfg,
                     decode=DecodeConfig(beam=4, len_penalty=1.0, max_len_a=1.0, max_len_b=4))
     write_model_folder(out, model.state_dict(), to_dict(run), files, {"updates": steps},
@@ -72,13 +49,7 @@ def tiny_folder(out: Path, *, pre_norm: bool, positions: str, share: bool, steps
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread trains and decodes them fastest (and CTranslate2 takes PyTorch's count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=[("pre", "sinusoidal", True), ("post", "learned", False)],
@@ -93,7 +64,7 @@ def exported(request, tmp_path_factory) -> tuple[Path, Path]:
 
 def _sources() -> list[str]:
     """A batch of mixed lengths (1 to 9 letters, as in training)."""
-    return _sentences(random.Random(7), 24)
+    return letter_sentences(LETTERS, random.Random(7), 24)
 
 
 def _top_of_union(ours: list[Hypothesis], theirs: list[Hypothesis], k: int) -> list[tuple[int, ...]]:

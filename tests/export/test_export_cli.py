@@ -23,12 +23,7 @@ SENTENCES = ["A man rides a bike down the street.", "Two dogs play in the snow."
              "A woman in a red coat is walking past a shop window with her little son."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +37,7 @@ def exported(tmp_path_factory) -> Path:
 
 def test_export_then_translate_like_the_source(exported: Path, capsys) -> None:
     assert (exported / "README.md").is_file() and (exported / "export.yaml").is_file()
+    assert (exported / "truecase.json").read_bytes() == (MODEL / "truecase.json").read_bytes()  # for cascades
     code, ours, _ = run_cli(["translate", "--model", str(MODEL), *SENTENCES], capsys)
     assert code == 0
     code, theirs, err = run_cli(["translate", "--model", str(exported), *SENTENCES], capsys)

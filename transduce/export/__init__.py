@@ -76,15 +76,18 @@ def export_model(src: str | Path, fmt: str, out: str | Path, quantize: str | Non
 
 
 def copy_model_files(src: Path, out: Path) -> list[str]:
-    """Copy ``config.yaml`` and the task's files (tokenizers, ...) of the model folder ``src`` into ``out``
-    (created); returns the names copied."""
+    """Copy ``config.yaml``, the task's files (tokenizers, ...) and the companions it has (a translation model's
+    ``truecase.json``, which cascades read) of the model folder ``src`` into ``out`` (created); returns the names
+    copied."""
+    from transduce.cascade import TRUECASER
     from transduce.models.folder import CONFIG
     from transduce.tasks import open_folder
 
     kind, cfg, folder = open_folder(src)
     out.mkdir(parents=True, exist_ok=True)
     names = []
-    for file in dict.fromkeys([folder.path / CONFIG, *kind.folder_files(cfg, folder.path)]):
+    companions = [path for path in [folder.path / TRUECASER] if path.is_file()]
+    for file in dict.fromkeys([folder.path / CONFIG, *kind.folder_files(cfg, folder.path), *companions]):
         shutil.copy(file, out / file.name)
         names.append(file.name)
     return names
