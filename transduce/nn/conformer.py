@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from transduce.nn.attention import attend
 from transduce.nn.ffn import FeedForward
+from transduce.nn.local_attention import LocalWindow, local_attention
 from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
 from transduce.nn.state import KVCache
 from transduce.nn.stream_state import ConformerLayerState, EncoderStreamState, advance_streams
@@ -98,6 +99,18 @@ class RelPositionMultiHeadAttention(nn.Module):
         b, h, t, e = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), kv  # (B, T, D)
 
+    def forward_local(self, x: Tensor, pos: Tensor, pad_mask: Tensor, window: LocalWindow) -> tuple[Tensor, KVCache]:
+        """Blockwise local attention (``nn/local_attention.py``): x (B, T, D), pos (P, D) encodings of
+        ``window.distances()``, pad_mask (B, T). Equals ``forward`` with the band mask, in O(T W) memory."""
+        q = self._split(self.q_proj(x))  # (B, H, T, E)
+        k, v = (self._split(y) for y in self.kv_proj(x).chunk(2, dim=-1))  # (B, H, T, E) each
+        r, d = pos.shape
+        p = self.pos_proj(pos).view(r, self.heads, d // self.heads).transpose(0, 1)  # (H, P, E)
+        out = local_attention(q + self.pos_bias_u[:, None], q + self.pos_bias_v[:, None], k, v, p, pad_mask, window,
+                              dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, E)
+        b, h, t, e = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), KVCache(k, v)  # (B, T, D)
+
 
 class ConvolutionModule(nn.Module):
     """Pointwise conv -> GLU -> depthwise conv -> norm -> Swish -> pointwise conv. (B, T, D) -> (B, T, D).
@@ -160,13 +173,19 @@ class ConformerBlock(nn.Module):
 
     def forward(
         self, x: Tensor, pos: Tensor, mask: Tensor | None, pad_mask: Tensor | None,
-        state: ConformerLayerState | None = None,
+        state: ConformerLayerState | None = None, *, window: LocalWindow | None = None,
     ) -> tuple[Tensor, ConformerLayerState]:
         """x (B, T, D), pos (R, D), mask (B, 1, T|1, S), pad_mask (B, T). Returns (B, T, D) and the
-        caches to pass with the next chunk (whole sequence here; a streaming caller trims them)."""
+        caches to pass with the next chunk (whole sequence here; a streaming caller trims them).
+        With ``window``: blockwise local attention, pos (P, D) for ``window.distances()``, no mask or state."""
         ffn1, attn, conv, ffn2, final = self.norms
         x = x + 0.5 * self.dropout(self.ffn1(ffn1(x)))
-        y, kv = self.attn(attn(x), pos, mask, None if state is None else state.attn)
+        if window is not None:
+            if pad_mask is None or mask is not None or state is not None:
+                raise ValueError("local attention takes a padding mask only (no attention mask, no state)")
+            y, kv = self.attn.forward_local(attn(x), pos, pad_mask, window)
+        else:
+            y, kv = self.attn(attn(x), pos, mask, None if state is None else state.attn)
         x = x + self.dropout(y)
         y, conv_cache = self.conv(conv(x), pad_mask, None if state is None else state.conv)
         x = x + self.dropout(y)
@@ -199,13 +218,18 @@ class ConformerEncoder(nn.Module):
 
     def encode(
         self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None, *, chunk_size: int = 0,
-        left_chunks: int = -1,
+        left_chunks: int = -1, window: LocalWindow | None = None,
     ) -> tuple[Tensor, Tensor]:
         """feats (B, T, F), feat_lens (B,), optional bool mask (T', T') or (B, T', T') ANDed with padding
         [and with ``chunk_mask(T', chunk_size, left_chunks)`` when chunk_size > 0]
-        -> out (B, T', D) with zeros on padded frames, out_lens (B,)."""
+        -> out (B, T', D) with zeros on padded frames, out_lens (B,). ``window``: blockwise local attention
+        instead (equal to the mask ``chunk_mask(T', block, left, right_chunks=right)``, memory linear in T')."""
         x = self.subsampling(feats)  # (B, T', D)
         out_lens = self.subsampling.output_lengths(feat_lens)
+        if window is not None:
+            if mask is not None or chunk_size > 0:
+                raise ValueError("local attention (window) replaces the attention mask and chunk_size")
+            return self._encode_local(x, out_lens, window)
         if chunk_size > 0:
             chunks = chunk_mask(x.size(1), chunk_size, left_chunks, x.device)  # (T', T')
             mask = chunks if mask is None else mask & chunks
@@ -214,6 +238,15 @@ class ConformerEncoder(nn.Module):
         pos = self.dropout(relative_positions(x.size(1), x.size(1), self.dim, x.device))  # (2T' - 1, D)
         for block in self.blocks:
             x, _ = block(x, pos, attn, pad)
+        return x.masked_fill(~pad[..., None], 0.0), out_lens
+
+    def _encode_local(self, x: Tensor, out_lens: Tensor, window: LocalWindow) -> tuple[Tensor, Tensor]:
+        """The blocks over subsampled x (B, T', D) with blockwise local attention."""
+        pad = padding_mask(out_lens, x.size(1))  # (B, T')
+        x = self.dropout(x * math.sqrt(self.dim))
+        pos = self.dropout(sinusoids(window.distances(x.device), self.dim))  # (P, D)
+        for block in self.blocks:
+            x, _ = block(x, pos, None, pad, window=window)
         return x.masked_fill(~pad[..., None], 0.0), out_lens
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> EncoderStreamState:

@@ -48,7 +48,7 @@ def attention_mask(key_mask: Tensor, query_len: int | None = None, causal: bool 
 
 def chunk_mask(
     size: int, chunk_size: int, left_chunks: int = -1, device: torch.device | None = None, *,
-    start: int | Tensor = 0, keys: int | None = None,
+    start: int | Tensor = 0, keys: int | None = None, right_chunks: int = 0,
 ) -> Tensor:
     """(T, S) bool mask for chunked streaming attention (WeNet ``subsequent_chunk_mask``).
 
@@ -88,16 +88,28 @@ def chunk_mask(
                  [1, 1, 1]]], dtype=torch.int32)
 
     (row 0's first key is frame -1, before its stream began: ``stream_masks`` masks such padding keys).
+
+    ``right_chunks`` > 0 also lets a chunk see that many chunks after it (offline local attention, the band
+    that ``nn/local_attention.py`` computes block by block)::
+
+        >>> chunk_mask(5, 2, left_chunks=0, right_chunks=1).int()
+        tensor([[1, 1, 1, 1, 0],
+                [1, 1, 1, 1, 0],
+                [0, 0, 1, 1, 1],
+                [0, 0, 1, 1, 1],
+                [0, 0, 0, 0, 1]], dtype=torch.int32)
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if right_chunks < 0:
+        raise ValueError(f"right_chunks must be >= 0, got {right_chunks}")
     keys = size if keys is None else keys
     if keys < size:
         raise ValueError(f"the keys end with the queries, so keys >= size; got keys={keys}, size={size}")
     first = torch.as_tensor(start, device=device)[..., None]  # (B, 1) or (1,): absolute frame of query 0
     query = (first + torch.arange(size, device=device)) // chunk_size  # ([B,] T) chunk of each query
     key = (first - (keys - size) + torch.arange(keys, device=device)) // chunk_size  # ([B,] S) chunk of each key
-    mask = key[..., None, :] <= query[..., :, None]  # ([B,] T, S): key chunk not after query chunk
+    mask = key[..., None, :] <= query[..., :, None] + right_chunks  # ([B,] T, S): key chunk not too far ahead
     if left_chunks >= 0:
         mask &= key[..., None, :] >= query[..., :, None] - left_chunks
     return mask
