@@ -1,7 +1,6 @@
 """Typed run configuration: one keyword-only dataclass per section of a recipe.
 
-YAML parsing and ``--set`` overrides live in ``transduce/cli/config.py``; the library only
-sees these objects.
+YAML parsing and ``--set`` overrides live in ``transduce/cli/config.py``; the library only sees these objects.
 """
 
 from __future__ import annotations
@@ -234,6 +233,14 @@ class CTCDecodeConfig:
     """Chunks of left context each chunk sees (-1 = all)."""
     lm: str = ""
     """ctc/rescore with beam > 1: ARPA n-gram LM over the model's pieces for shallow fusion (``transduce lm``);
+    window: int = 32
+    """Inputs over ``window_after`` seconds: local attention in blocks of this many encoder frames (0 = off)."""
+    window_left: int = 8
+    """Blocks before its own that a block of the local attention sees."""
+    window_right: int = 2
+    """Blocks after its own that a block of the local attention sees."""
+    window_after: float = 60.0
+    """Seconds of audio above which ``window`` replaces full attention (0 = always)."""
     a relative path is looked up in the working directory, then in the model folder. In rescore mode the
     n-best's CTC scores then include the LM terms."""
     lm_weight: float = 0.0

@@ -28,6 +28,8 @@ from transduce.errors import ConfigError
 from transduce.models.ctc import CTCModel
 from transduce.models.folder import resolve as resolve_model_dir
 from transduce.models.ngram import NgramLM
+from transduce.nn.conformer import ConformerEncoder
+from transduce.nn.local_attention import LocalWindow
 
 if TYPE_CHECKING:
     from transduce.streaming.endpoint import EndpointConfig
@@ -161,6 +163,9 @@ class Recognizer:
     def _check_mode(self, cfg: CTCDecodeConfig) -> None:
         if cfg.mode not in MODES:
             raise ConfigError(f"decode.mode: unknown mode {cfg.mode!r} (known: {', '.join(MODES)})")
+        for name in ("window", "window_left", "window_right"):
+            if getattr(cfg, name) < 0:
+                raise ConfigError(f"decode.{name} must be >= 0, got {getattr(cfg, name)}")
         if cfg.ensemble and cfg.mode != "ctc":
             raise ConfigError(f"decode.ensemble: ensembles decode in mode ctc, not {cfg.mode}")
         if cfg.mode != "ctc" and self.model.decoder is None:
@@ -171,10 +176,26 @@ class Recognizer:
             raise ConfigError("decode.lm: shallow fusion needs a beam (decode.beam > 1); for greedy search "
                               "without the LM pass --lm-weight 0")
 
+    def local_window(self, frames: int, cfg: CTCDecodeConfig) -> LocalWindow | None:
+        """The blockwise local attention for an input of ``frames`` feature frames, or None for full attention:
+        streaming-equivalent chunks with limited left context (the same band, computed blockwise), else
+        ``cfg.window`` for inputs over ``cfg.window_after`` seconds. Conformer encoders only."""
+        if not isinstance(self.model.encoder, ConformerEncoder):
+            return None
+        if cfg.chunk_size > 0:
+            return LocalWindow(block=cfg.chunk_size, left=cfg.left_chunks) if cfg.left_chunks >= 0 else None
+        seconds = frames * self.fbank.cfg.frame_shift / self.sample_rate
+        if cfg.window > 0 and seconds > cfg.window_after:
+            return LocalWindow(block=cfg.window, left=cfg.window_left, right=cfg.window_right)
+        return None
+
     @torch.no_grad()
     def encode(self, feats: list[Tensor], cfg: CTCDecodeConfig) -> tuple[Tensor, Tensor]:
         """B feature matrices -> encoder output (B, T', D) and lengths (B,), on the model's device."""
         x, lens = pad_features(feats)
+        window = self.local_window(x.size(1), cfg)
+        if window is not None:
+            return self.model.encode(x.to(self.device), lens.to(self.device), window=window)
         return self.model.encode(x.to(self.device), lens.to(self.device), chunk_size=cfg.chunk_size,
                                  left_chunks=cfg.left_chunks)
 
@@ -283,6 +304,14 @@ class Recognizer:
         """Milliseconds of audio -> encoder frames per chunk (at least 1)."""
         return max(1, round(chunk_ms / 1000 / self.seconds_per_output))
 
+    def voice_detector(self) -> SileroVAD:
+        """silero-vad at the model's sample rate, loaded on first use and shared by every stream."""
+        from transduce.streaming.vad import SileroVAD
+
+        if self._vad is None:
+            self._vad = SileroVAD(self.sample_rate)
+        return self._vad
+
     def stream(self, chunk_ms: float | None = None, *, endpoint: EndpointConfig | None = None,
                vad: bool = False, **overrides: object) -> StreamSession:
         """A live stream: ``accept(pcm)``, ``partial()``, ``finalize()`` (``transduce/streaming/stream.py``).
@@ -303,13 +332,7 @@ class Recognizer:
         if why is not None:
             raise ConfigError(f"{where}{why}")
         chunk = self.chunk_frames(chunk_ms) if chunk_ms else cfg.chunk_size or self.chunk_frames(640)
-        detector = None
-        if vad:
-            from transduce.streaming.vad import SileroVAD
-
-            if self._vad is None:
-                self._vad = SileroVAD(self.sample_rate)
-            detector = self._vad
+        detector = self.voice_detector() if vad else None
         settings = StreamSettings(chunk_size=chunk, left_chunks=cfg.left_chunks, beam=max(cfg.beam, 1),
                                   token_prune=cfg.token_prune,
                                   rescore=cfg.mode != "ctc", ctc_weight=cfg.ctc_weight,

@@ -198,6 +198,10 @@ def _transcribe(sub: Subparsers) -> None:
     tc.add_argument("--nbest", type=int, default=1, help="print the K best as 'FILE<TAB>score<TAB>text'")
     tc.add_argument("--timestamps", action="store_true", help="also print each token's start time (JSON)")
     tc.add_argument("--realtime", action="store_true", help="with --stream: feed audio no faster than real time")
+    tc.add_argument("--segment", choices=["auto", "vad", "none"], default="auto",
+                    help="cut files at pauses (silero-vad), read block by block, and print FILE<TAB>START<TAB>END"
+                         "<TAB>TEXT per piece: auto = files over 60 s (default), vad = every file, none = never "
+                         "(a whole long file is encoded with local attention, decode.window)")
     tc.add_argument("--ensemble", action="append", default=[], metavar="DIR",
                     help="another speech model (any units) whose CTC scores rank the pooled n-best with --model's "
                          "(repeatable; replaces the model's decode.ensemble; 'none' = this model alone)")

@@ -63,19 +63,60 @@ def transcribe(args: argparse.Namespace, usage_error: type[Exception]) -> int:
         for utt, text in zip(utts, recognizer.transcribe([u.audio for u in utts], **overrides), strict=True):
             print(json.dumps({"id": utt.id, "text": text}, ensure_ascii=False))
         return 0
+    long = [path for path in args.files if _is_long(path, args.segment)]
+    if long and args.nbest > 1:
+        raise usage_error(f"{long[0]}: --nbest needs short files; a file cut at pauses prints its best pieces "
+                          "(--segment none keeps it whole)")
+    short: list[str] = []
+    for path in args.files + [""]:  # in input order: runs of short files batched, long files piece by piece
+        if path in long or not path:
+            _transcribe_short(args, recognizer, short, dict(overrides))
+            short = []
+        if path in long:
+            _transcribe_long(args, recognizer, path, overrides)
+        elif path:
+            short.append(path)
+    return 0
+
+
+def _transcribe_short(args: argparse.Namespace, recognizer: Recognizer, files: list[str],
+                      overrides: dict[str, object]) -> None:
+    """Whole files recognized together: FILE[<TAB>SCORE]<TAB>TEXT[<TAB>token times as JSON] per hypothesis."""
+    if not files:
+        return
     nbest = max(args.nbest, 1)
     if nbest > 1:
         overrides["beam"] = max(nbest, int(overrides.get("beam", recognizer.config.decode.beam)))  # type: ignore[call-overload]
         overrides["nbest"] = nbest
-    results = recognizer.search(args.files, **overrides)
-    for path, row in zip(args.files, results, strict=True):
+    for path, row in zip(files, recognizer.search(files, **overrides), strict=True):
         for hyp in row:
             fields = [path] + ([f"{hyp.score:.4f}"] if nbest > 1 else []) + [hyp.text]
             if args.timestamps:
                 fields.append(json.dumps([[p, t] for p, t in zip(hyp.tokens, hyp.times, strict=True)],
                                          ensure_ascii=False))
             print("\t".join(fields))
-    return 0
+
+
+def _is_long(path: str, segment: str) -> bool:
+    """Whether ``transcribe`` cuts this file at pauses: ``--segment vad``, or ``auto`` and a long file."""
+    from transduce.long_audio import LONG_AUDIO_SECONDS
+
+    return segment == "vad" or (segment == "auto" and audio_duration(path) > LONG_AUDIO_SECONDS)
+
+
+def _transcribe_long(args: argparse.Namespace, recognizer: Recognizer, path: str,
+                     overrides: dict[str, object]) -> None:
+    """A file cut at pauses, read block by block: FILE<TAB>START<TAB>END<TAB>TEXT per piece as it is recognized
+    [<TAB>token times in the file as JSON with --timestamps]."""
+    from transduce.long_audio import transcribe_long
+
+    for piece in transcribe_long(recognizer, path, overrides=overrides):
+        fields = [path, f"{piece.start:.2f}", f"{piece.end:.2f}", piece.text]
+        if args.timestamps:
+            tokens = piece.transcript.tokens
+            fields.append(json.dumps([[p, t] for p, t in zip(tokens, piece.transcript.times, strict=True)],
+                                     ensure_ascii=False))
+        print("\t".join(fields), flush=True)
 
 
 def _transcribe_stream(args: argparse.Namespace, recognizer: Recognizer, overrides: dict[str, object],

@@ -6,6 +6,7 @@ Waveforms are float32 tensors of shape (N,) with samples in [-1, 1]; N is the nu
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,31 @@ def write_wav(path: str | Path, wave: torch.Tensor, sample_rate: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = wave.detach().to(torch.float32).clamp(-1.0, 1.0).cpu().numpy()
     sf.write(str(path), data.T if data.ndim == 2 else data, sample_rate, subtype="PCM_16", format="WAV")
+
+
+def audio_blocks(path: str | Path, sample_rate: int = 16000, seconds: float = 10.0) -> Iterator[torch.Tensor]:
+    """A file as mono float32 blocks (n,) of about ``seconds`` at ``sample_rate``, read and resampled block by
+    block (soxr's streaming resampler), so memory stays bounded however long the file. Concatenated, the
+    blocks are :func:`load_audio`'s waveform (to resampling rounding); same errors, raised as blocks are read."""
+    path = Path(path)
+    frames, file_rate = _frames_and_rate(path)
+    step = max(1, round(seconds * file_rate))
+    resampler = soxr.ResampleStream(file_rate, sample_rate, 1, dtype="float32", quality="HQ") \
+        if file_rate != sample_rate else None
+    read = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while read < frames:
+                data = f.read(min(step, frames - read), dtype="float32", always_2d=True)  # (n, C)
+                if data.shape[0] == 0:
+                    raise AudioError(f"{path}: truncated, header promises {frames} samples but {read} were read")
+                read += data.shape[0]
+                wave = data.mean(axis=1)  # (n,)
+                if not np.isfinite(wave).all():
+                    raise AudioError(f"{path}: samples near {read / file_rate:.1f} s are NaN or infinite")
+                if resampler is not None:
+                    wave = resampler.resample_chunk(wave, last=read >= frames)
+                wave = np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False)
+                yield torch.from_numpy(np.ascontiguousarray(wave))
+    except (sf.SoundFileError, RuntimeError) as err:
+        raise AudioError(f"{path}: cannot decode audio ({_one_line(err)})") from None

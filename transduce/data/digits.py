@@ -294,3 +294,29 @@ def prepare_digits(
                    f" tts_full_band={tts_full_band}" if tts_utterances else ""))
     _write_readme(out, settings, summaries)
     return summaries
+
+
+def write_long_recording(folder: str | Path, out: str | Path, *, seconds: float, speaker: str = "george",
+                         seed: int = 1, pause: tuple[float, float] = (1.0, 2.5)) -> list[tuple[float, float, str]]:
+    """A long test recording at the FSDD recordings' rate: connected-digit utterances (2-5 digits) of one
+    ``speaker`` separated by ``pause`` seconds of faint noise, about ``seconds`` long, written block by block
+    (16-bit WAV) so hours fit in little memory. Returns (start, end, text) of each utterance, in seconds."""
+    folder = Path(folder)
+    rate = recording_rate(folder)
+    found = sorted((digit, index, path) for digit, name, index, path in _recordings(folder) if name == speaker)
+    takes: list[list[np.ndarray]] = [[] for _ in WORDS]
+    for digit, _, path in found:
+        takes[digit].append(_trim(load_audio(path, rate).numpy(), rate))
+    if not all(takes):
+        raise DataError(f"{folder / 'recordings'}: speaker {speaker!r} lacks recordings of some digits")
+    rng = np.random.default_rng(seed)
+    truth: list[tuple[float, float, str]] = []
+    written = 0
+    with sf.SoundFile(str(out), "w", rate, 1, "PCM_16", format="WAV") as f:
+        while written < seconds * rate:
+            gap = _DITHER * rng.standard_normal(round(rng.uniform(*pause) * rate))
+            wave, text = _utterance(rng, takes, digits=(2, 5), gap_ms=(50.0, 300.0), rate=rate)
+            f.write(np.concatenate([gap, wave]).astype(np.float32))
+            truth.append(((written + len(gap)) / rate, (written + len(gap) + len(wave)) / rate, text))
+            written += len(gap) + len(wave)
+    return truth

@@ -23,6 +23,7 @@ from transduce.data.tokenizer import BOS, EOS, PAD
 from transduce.models.losses import label_smoothed_nll
 from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
 from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
+from transduce.nn.local_attention import LocalWindow
 from transduce.nn.masks import padding_mask
 from transduce.nn.state import DecoderState
 from transduce.nn.stream_state import EncoderStreamState
@@ -134,11 +135,12 @@ class CTCModel(nn.Module):
 
     def encode(
         self, feats: Tensor, feat_lens: Tensor, mask: Tensor | None = None, *, chunk_size: int = 0,
-        left_chunks: int = -1,
+        left_chunks: int = -1, window: LocalWindow | None = None,
     ) -> tuple[Tensor, Tensor]:
         """feats (B, T, F), feat_lens (B,) [, attention mask (T', T')] -> out (B, T', D), out_lens (B,).
         ``chunk_size`` > 0 restricts attention to chunks (streaming-equivalent); in training with dynamic
-        chunks and no explicit chunk_size, each call draws its own."""
+        chunks and no explicit chunk_size, each call draws its own. ``window``: blockwise local attention
+        (Conformer only)."""
         if self.utterance_norm:
             feats = utterance_mean_norm(feats, feat_lens)
         if self.training and self.chunk_training is not None and chunk_size == 0:
@@ -146,6 +148,10 @@ class CTCModel(nn.Module):
         short = self.encoder.subsampling.min_frames - feats.size(1)
         if short > 0:  # too short for one output frame: padded to one, which every length (0) masks, as in a
             feats = F.pad(feats, (0, 0, 0, short))  # batch with longer audio -> (B, min_frames, F)
+        if window is not None:
+            if not isinstance(self.encoder, ConformerEncoder):
+                raise ValueError("local attention (window) needs the conformer encoder")
+            return self.encoder.encode(self.normalizer(feats), feat_lens, mask, window=window)
         return self.encoder.encode(self.normalizer(feats), feat_lens, mask, chunk_size=chunk_size,
                                    left_chunks=left_chunks)
 

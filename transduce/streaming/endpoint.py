@@ -240,19 +240,38 @@ class Endpointer:
 def iter_segments(chunks: Iterable[Tensor], vad: SileroVAD, config: EndpointConfig) -> Iterator[SpeechSegment]:
     """Speech segments of one stream given as (n,) chunks at ``vad.sample_rate``, each yielded as soon as
     its endpoint fires; memory is bounded by the largest chunk, whatever the stream's length."""
+    for segment, _ in iter_speech(chunks, vad, config, keep_audio=False):
+        yield segment
+
+
+def iter_speech(chunks: Iterable[Tensor], vad: SileroVAD, config: EndpointConfig, *,
+                keep_audio: bool = True) -> Iterator[tuple[SpeechSegment, Tensor]]:
+    """``iter_segments`` with each segment's samples (n,) (empty without ``keep_audio``). Only the audio of the
+    segment in progress is kept (at most ``max_segment``, ``silence_before_speech`` or ``trailing_silence`` and
+    a chunk), so a recording of any length is cut into pieces in bounded memory."""
     vad_state, state, samples = vad.init_state(), EndpointState(), 0
+    kept, first = torch.zeros(0), 0  # kept audio and the sample it starts at
+
+    def cut(segment: SpeechSegment) -> Tensor:
+        begin, end = round(segment.start * vad.sample_rate) - first, round(segment.end * vad.sample_rate) - first
+        return kept[max(begin, 0) : max(end, 0)].clone() if keep_audio else kept[:0]
+
     for chunk in chunks:
         probs, vad_state = vad.accept(chunk, vad_state)  # (K,)
         samples += chunk.numel()
+        kept = torch.cat([kept, chunk.float()]) if keep_audio else kept
         state, endpoints = advance(config, state, probs, vad.frame_seconds)
-        yield from (e.segment for e in endpoints if e.segment is not None)
+        yield from ((e.segment, cut(e.segment)) for e in endpoints if e.segment is not None)
+        drop = min(state.segment_start * vad.window, samples) - first  # nothing before the segment in progress
+        kept, first = kept[drop:], first + drop
     probs, vad_state = vad.finish(vad_state)  # the last window, zero-padded past the end
     state, endpoints = advance(config, state, probs, vad.frame_seconds)
     _, last = finish(config, state)
     duration = samples / vad.sample_rate
     for e in endpoints + last:
         if e.segment is not None and e.segment.start < duration:
-            yield SpeechSegment(start=e.segment.start, end=min(e.segment.end, _round(duration)))
+            segment = SpeechSegment(start=e.segment.start, end=min(e.segment.end, _round(duration)))
+            yield segment, cut(segment)
 
 
 def segment_audio(
