@@ -231,8 +231,6 @@ class CTCDecodeConfig:
     """Encoder frames per attention chunk (0 = full context); streaming uses it too."""
     left_chunks: int = -1
     """Chunks of left context each chunk sees (-1 = all)."""
-    lm: str = ""
-    """ctc/rescore with beam > 1: ARPA n-gram LM over the model's pieces for shallow fusion (``transduce lm``);
     window: int = 32
     """Inputs over ``window_after`` seconds: local attention in blocks of this many encoder frames (0 = off)."""
     window_left: int = 8
@@ -241,6 +239,8 @@ class CTCDecodeConfig:
     """Blocks after its own that a block of the local attention sees."""
     window_after: float = 60.0
     """Seconds of audio above which ``window`` replaces full attention (0 = always)."""
+    lm: str = ""
+    """ctc/rescore with beam > 1: ARPA n-gram LM over the model's pieces for shallow fusion (``transduce lm``);
     a relative path is looked up in the working directory, then in the model folder. In rescore mode the
     n-best's CTC scores then include the LM terms."""
     lm_weight: float = 0.0
