@@ -105,7 +105,9 @@ class TrainConfig:
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
     parallel: str = "ddp"
-    """Under torchrun: ddp (replicated model) or fsdp (FSDP2 sharding, sharded checkpoints)."""
+    """Under torchrun: ddp (replicated model), fsdp (FSDP2 sharding, sharded checkpoints), tp (tensor parallel:
+    attention heads and feed-forward features split over the processes) or pp (pipeline parallel: layers split
+    into one stage per process, train.microbatches). tp and pp: every process sees the same batches."""
     log_every: int = 50
     """Updates between log lines in metrics.jsonl."""
     eval_every: int = 500

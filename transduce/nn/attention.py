@@ -63,6 +63,7 @@ class MultiHeadAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"model size {dim} is not divisible by {heads} heads")
         self.heads = heads
+        self.head_dim = dim // heads
         self.dropout = dropout
         self.positions = positions
         self.q_proj = nn.Linear(dim, dim)
@@ -70,8 +71,8 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
 
     def _split(self, x: Tensor) -> Tensor:
-        b, t, d = x.shape
-        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, E)
+        b, t, _ = x.shape  # under tensor parallelism x holds this rank's heads only: H counted from the size
+        return x.view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H, T, E)
 
     def project_kv(self, source: Tensor) -> KVCache:
         """(B, S, D) -> cache of keys and values, each (B, H, S, E)."""

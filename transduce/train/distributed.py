@@ -11,7 +11,7 @@ the same whatever the world size, and so is the data position saved in checkpoin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,15 +25,37 @@ from transduce.errors import ConfigError
 T = TypeVar("T")
 
 
+PARALLEL = ("ddp", "fsdp", "tp", "pp")
+"""``train.parallel`` values: data parallel (ddp, fsdp) or model parallel (tp: train/tensor_parallel.py,
+pp: train/pipeline.py), where every rank works on the same batches."""
+
+
 @dataclass(frozen=True)
 class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    data_parallel: bool = True
+    """Ranks split the batches (ddp, fsdp); False: model parallel, every rank sees every batch."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def dp_rank(self) -> int:
+        """This process's index among the ranks that split the data (0 under model parallelism)."""
+        return self.rank if self.data_parallel else 0
+
+    @property
+    def dp_world(self) -> int:
+        """How many ways the batches are split (1 under model parallelism)."""
+        return self.world if self.data_parallel else 1
+
+    def data(self) -> DistContext:
+        """The context that shards batches and sums their losses: this one, or under model parallelism one
+        of world 1 (no collectives: every rank already has every batch's result)."""
+        return self if self.data_parallel else DistContext()
 
     @property
     def active(self) -> bool:
@@ -64,12 +86,15 @@ class DistContext:
             dist.barrier()
 
 
-def init_distributed(device_type: str) -> DistContext:
+def init_distributed(device_type: str, parallel: str = "ddp") -> DistContext:
     """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA), if any."""
+    if parallel not in PARALLEL:
+        raise ConfigError(f"train.parallel: unknown {parallel!r} (known: {', '.join(PARALLEL)})")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
+                      data_parallel=parallel in ("ddp", "fsdp"))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return ctx
@@ -77,11 +102,17 @@ def init_distributed(device_type: str) -> DistContext:
 
 def wrap_for_parallel(module: nn.Module, ctx: DistContext, kind: str, device: torch.device, *,
                       model: nn.Module) -> nn.Module:
-    """``module`` (the loss module around ``model``) as is (one process), under DDP, or sharded with
+    """``module`` (the loss module around ``model``) as is (one process), under DDP, split by tensor parallelism
+    (``model`` in place, see train/tensor_parallel.py), or sharded with
     FSDP2: ``fully_shard`` on each of ``model.fsdp_units()``, then on ``module`` (the root unit takes every
     other parameter). Parameters, gradients and optimizer state are split over ranks and gathered
     unit by unit."""
     if not ctx.active:
+        return module
+    if kind == "tp":
+        from transduce.train.tensor_parallel import parallelize
+
+        parallelize(model, ctx, device)
         return module
     if kind == "fsdp":
         from torch.distributed.fsdp import fully_shard
@@ -151,3 +182,23 @@ def unshard(parts: list[list[T]], total: int) -> list[T]:
     for i in range(total):
         out.append(parts[i % len(parts)][i // len(parts)])
     return out
+
+
+def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_``, also when tensor parallelism mixes split (DTensor) and whole
+    gradients, which its multi-tensor norm cannot take: there each split gradient's norm is completed over the
+    ranks and the same formula applied (scale by max_norm / (total + 1e-6) when below 1)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
+    split = [isinstance(g, DTensor) for g in grads]
+    if all(split) or not any(split):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    norms = [torch.linalg.vector_norm(g) for g in grads]
+    whole = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
+    total = torch.linalg.vector_norm(torch.stack(whole)).item()
+    coef = min(1.0, max_norm / (total + 1e-6))
+    for g in grads:
+        g.mul_(coef)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from transduce.config import ConfigError
 from transduce.nn.transformer import EncoderLayer
+from transduce.train.distributed import clip_grad_norm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHOICES = (*PRECISIONS, "auto")
@@ -215,12 +216,12 @@ class Precision:
         scale lowered."""
         if self.scaler is None:
             if clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                clip_grad_norm(params, clip_norm)
             optimizer.step()
             return True
         self.scaler.unscale_(optimizer)
         if clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            clip_grad_norm(params, clip_norm)
         scale = self.scaler.get_scale()
         self.scaler.step(optimizer)  # skips the step when any gradient is inf/NaN
         self.scaler.update()

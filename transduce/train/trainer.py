@@ -80,17 +80,17 @@ class Trainer:
 
             kind = get_task(cfg.task)
         self.kind = kind
-        if cfg.train.parallel not in ("ddp", "fsdp"):
-            raise ConfigError(f"train.parallel: {cfg.train.parallel!r} is not ddp or fsdp")
         learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
         self.device = resolve_device(cfg.train.device)
-        self.dist = init_distributed(self.device.type)
+        self.dist = init_distributed(self.device.type, cfg.train.parallel)
+        self.data = self.dist.data()  # who splits the batches: everyone (ddp, fsdp) or no one (tp, pp)
         if self.dist.active and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.log = log if self.dist.is_main else _quiet  # only rank 0 talks, draws and writes
         self.show_progress = show_progress and self.dist.is_main
         self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
+        self.model_parallel = self.dist.active and not self.dist.data_parallel
         precision, note = resolve_precision(cfg.train.precision, detect_hardware(self.device))
         if note:
             self.log(note)
@@ -127,7 +127,7 @@ class Trainer:
                                              self.dist, cfg.train.parallel, self.device, model=self.model)
         self.optimizer = self._optimizer()  # after sharding: FSDP replaces parameters by DTensors
         if self.dist.active:
-            torch.manual_seed(cfg.train.seed + 1000 * self.dist.rank)  # distinct dropout per rank
+            torch.manual_seed(cfg.train.seed + 1000 * self.dist.dp_rank)  # distinct dropout per data rank
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -135,9 +135,11 @@ class Trainer:
         if o.name not in kinds:
             raise ConfigError(f"optim.name: unknown optimizer {o.name!r}; choose adam or adamw")
         # foreach: one multi-tensor kernel per Adam operation instead of a Python loop over ~150 parameters
-        # (PyTorch picks it by default on CUDA only); the same arithmetic as the loop
+        # (PyTorch picks it by default on CUDA only); the same arithmetic as the loop. Not under tp: one
+        # multi-tensor kernel cannot take its mix of split (DTensor) and whole parameters
+        foreach = not (self.model_parallel and self.cfg.train.parallel == "tp")
         return kinds[o.name](self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                             weight_decay=o.weight_decay, foreach=True)
+                             weight_decay=o.weight_decay, foreach=foreach)
 
     # ---- checkpoints -------------------------------------------------------------------
     def save(self, name: str | None = None) -> Path:
@@ -145,7 +147,8 @@ class Trainer:
         torch.distributed.checkpoint folder from all ranks. Every rank returns once it exists.
         Weights and optimizer state are keyed by parameter name, so any world size can load them."""
         stem = name or f"step_{self.state.update}"
-        model_state, optim_state = get_state_dict(self.model, self.optimizer)  # collective if sharded
+        whole = StateDictOptions(full_state_dict=True) if self.model_parallel else None  # gathered on every rank
+        model_state, optim_state = get_state_dict(self.model, self.optimizer, options=whole)  # collective if split
         extras = {"progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
                   "rank_rngs": self.dist.gather(torch.get_rng_state()),  # dropout streams of every rank
                   "scaler": self.precision.state_dict(),
@@ -214,7 +217,7 @@ class Trainer:
         """Forward/backward over ``group`` (gradient accumulation), then one optimizer step."""
         self.step_module.train()
         tokens = sum(b.num_tokens for b in group)  # the whole global group, known to every rank
-        mine = self.dist.shard(group)
+        mine = self.data.shard(group)
         loss_sum = nll_sum = 0.0
         for i, batch in enumerate(mine):
             last = i == len(mine) - 1
@@ -222,9 +225,9 @@ class Trainer:
                 batch = batch.to(self.device)
                 loss, nll = self.step_module(*batch.inputs())
                 # DDP averages gradients over ranks: scale by W so the result is sum / tokens
-                self.precision.backward(loss * self.dist.world / tokens)
+                self.precision.backward(loss * self.data.world / tokens)
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
-        loss_sum, nll_sum = self.dist.sum([loss_sum, nll_sum], self.device)
+        loss_sum, nll_sum = self.data.sum([loss_sum, nll_sum], self.device)
         if not math.isfinite(loss_sum):
             return self._skip_nonfinite(loss_sum)
         self._bad_in_a_row = 0
@@ -257,7 +260,7 @@ class Trainer:
 
     def _groups(self) -> Iterator[list[TrainBatch]]:
         """Yield lists of ``update_freq`` batches from the saved position onwards, forever."""
-        t, world = self.cfg.train, self.dist.world
+        t, world = self.cfg.train, self.data.world
         size = -(-t.update_freq // world) * world  # a multiple of the world size
         while self.state.epoch < t.max_epochs:
             batches = self.task.batches(self.state.epoch)
@@ -283,9 +286,9 @@ class Trainer:
             f.write(json.dumps(entry) + "\n")
 
     def _eval_model(self) -> torch.nn.Module:
-        """The model with whole parameters. Sharded: a local copy refreshed from the gathered
-        weights, so each rank decodes its share of the dev set without further collectives."""
-        if not self.sharded:
+        """The model with whole parameters. Sharded or model parallel: a local copy refreshed from the gathered
+        weights, so each rank decodes its share of the dev set (model parallel: all of it) without collectives."""
+        if not (self.sharded or self.model_parallel):
             return self.model
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
         if self._eval_copy is None:
@@ -294,7 +297,7 @@ class Trainer:
         return self._eval_copy
 
     def evaluate(self) -> dict[str, Any]:
-        metrics, score = self.task.evaluate(self._eval_model(), self.dist, self.autocast)
+        metrics, score = self.task.evaluate(self._eval_model(), self.data, self.autocast)
         result: dict[str, Any] = {"kind": "valid", **metrics}
         if score > self.state.best_score:
             self.state.best_score, self.state.bad_evals = score, 0

@@ -1,0 +1,237 @@
+"""Model parallel training (``train.parallel: tp`` and ``pp``) on 2 gloo CPU processes equals one process: the
+same loss and gradients on the same batch, the same parameters after 3 Adam steps, checkpoints that move
+between the two, and the real trainer's logged losses and weights.
+
+One torchrun launch (this file run as a script, see the end) runs every job of the module; the one-process
+references run in the test process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from transduce.errors import ConfigError
+from transduce.models.transformer import TransformerConfig, TransformerSeq2Seq, build
+from transduce.train import checkpoint as ckpt
+from transduce.train.loss import SequenceLoss
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = TransformerConfig(dim=32, heads=2, ffn_dim=64, encoder_layers=2, decoder_layers=2, dropout=0.0)
+VOCAB, STEPS = 24, 3
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def tiny_model(seed: int = 0, **changes: Any) -> TransformerSeq2Seq:
+    torch.manual_seed(seed)
+    return build(replace(TINY, **changes), VOCAB, VOCAB)
+
+
+def tiny_batches() -> list[Batch]:
+    """STEPS batches of 4 padded pairs: (src, src_lens, tgt_in, tgt_out), pad 0."""
+    gen = torch.Generator().manual_seed(5)
+    out = []
+    for _ in range(STEPS):
+        src_lens, tgt_lens = torch.randint(3, 9, (4,), generator=gen), torch.randint(3, 8, (4,), generator=gen)
+        src = torch.randint(4, VOCAB, (4, 8), generator=gen) * (torch.arange(8) < src_lens[:, None])
+        tgt = torch.randint(4, VOCAB, (4, 8), generator=gen) * (torch.arange(8) < tgt_lens[:, None] + 1)
+        out.append((src, src_lens, tgt[:, :-1], tgt[:, 1:]))
+    return out
+
+
+def whole(t: Tensor) -> Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return (t.full_tensor() if isinstance(t, DTensor) else t).detach().clone()
+
+
+def adam(model: torch.nn.Module, foreach: bool) -> torch.optim.Optimizer:
+    """eps 1e-4: the attention key biases get only rounding noise as gradient (softmax ignores a shift), ~1e-9
+    and different in every summation order, which the default eps 1e-8 would turn into lr-sized steps."""
+    return torch.optim.Adam([p for p in model.parameters() if not p.is_meta], lr=1e-2, eps=1e-4, foreach=foreach)
+
+
+def plain_step(model: torch.nn.Module, batch: Batch) -> float:
+    """One forward/backward of the label-smoothed loss normalized by target tokens; the loss sum."""
+    loss, _ = SequenceLoss(model, epsilon=0.1, ignore_index=0)(*batch)
+    (loss / int((batch[3] != 0).sum())).backward()
+    return loss.item()
+
+
+def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step=plain_step) -> dict[str, Any]:
+    """STEPS updates: the losses, the first update's gradients and the final parameters, whole."""
+    record: dict[str, Any] = {"losses": []}
+    for i, batch in enumerate(tiny_batches()):
+        record["losses"].append(step(model, batch))
+        if i == 0:
+            record["grads"] = {n: whole(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+        optimizer.step()
+        optimizer.zero_grad()
+    record["params"] = {n: whole(p) for n, p in model.named_parameters() if not p.is_meta}
+    return record
+
+
+def assert_close(a: dict[str, Tensor], b: dict[str, Tensor], names: set[str] | None = None) -> None:
+    assert names is not None or a.keys() == b.keys()
+    for name in sorted(names if names is not None else a):
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+# ---- the workers' jobs (2 processes) -----------------------------------------------------------------------
+
+def tp_job(out: Path) -> None:
+    """Tensor parallel: 3 steps recorded, a checkpoint saved, the one-process checkpoint loaded and run."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from transduce.train.distributed import init_distributed
+    from transduce.train.tensor_parallel import parallelize
+
+    ctx = init_distributed("cpu", "tp")
+    model = tiny_model()
+    parallelize(model, ctx, torch.device("cpu"))
+    optimizer = adam(model, foreach=False)
+    record = train_steps(model, optimizer)
+    model_state, optim_state = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+    if ctx.is_main:
+        torch.save({"model": model_state, "optimizer": optim_state}, out / "tp_checkpoint.pt")
+    fresh = tiny_model(seed=7)
+    parallelize(fresh, ctx, torch.device("cpu"))
+    single = torch.load(out / "single_checkpoint.pt", weights_only=True)
+    ckpt.load_into(fresh, adam(fresh, foreach=False), single["model"], single["optimizer"])
+    with torch.no_grad():
+        record["loaded_logits"] = fresh(*tiny_batches()[0][:3])
+    if ctx.is_main:
+        torch.save(record, out / "tp.pt")
+    dist.barrier()
+
+
+JOBS = {"tp": tp_job}
+
+
+def worker(plan: list[dict[str, Any]]) -> None:
+    from transduce.cli.main import main
+
+    for job in plan:
+        if job["kind"] == "train":
+            if main(["train", *job["argv"]]) != 0:
+                sys.exit(1)
+        else:
+            JOBS[job["kind"]](Path(job["out"]))
+
+
+# ---- one-process references and the launch ----------------------------------------------------------------
+
+def trainer_argv(data: Path, run: Path, parallel: str) -> list[str]:
+    return [str(ROOT / "recipes" / "tiny-copy.yaml"), "--out", str(run), "--no-progress",
+            "--set", f"data.dir={data}", "--set", "train.max_updates=3", "--set", "train.update_freq=2",
+            "--set", "train.max_tokens=256", "--set", "train.eval_every=3", "--set", "train.eval_bleu=false",
+            "--set", "train.log_every=1", "--set", "train.threads=1", "--set", f"train.parallel={parallel}",
+            "--set", "model.dim=32", "--set", "model.ffn_dim=64", "--set", "model.heads=2",
+            "--set", "optim.eps=1e-4"]  # as ``adam``
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from transduce.data.toy import write_toy
+
+    return write_toy(tmp_path_factory.mktemp("mp") / "data", train=200, valid=8, test=0)
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, Any]:
+    """The one-process run of ``train_steps`` and its checkpoint (full state dicts)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model = tiny_model()
+    optimizer = adam(model, foreach=True)
+    record = train_steps(model, optimizer)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    record["checkpoint"] = {"model": model_state, "optimizer": optim_state}
+    with torch.no_grad():
+        record["logits"] = model(*tiny_batches()[0][:3])
+    return record
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, data: Path, single: dict[str, Any]) -> Path:
+    out = tmp_path_factory.mktemp("workers")
+    torch.save(single["checkpoint"], out / "single_checkpoint.pt")
+    plan = [{"kind": "tp", "out": str(out)},
+            {"kind": "train", "argv": trainer_argv(data, out / "tp_run", "tp")}]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+           json.dumps(plan)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return out
+
+
+def test_tp_same_loss_gradients_and_parameters(launched: Path, single: dict[str, Any]) -> None:
+    tp = torch.load(launched / "tp.pt", weights_only=True)
+    assert tp["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    assert "encoder.layers.0.attn.kv_proj.weight" in tp["grads"]
+    assert_close(tp["grads"], single["grads"])
+    assert_close(tp["params"], single["params"])
+
+
+def test_tp_checkpoints_load_both_ways(launched: Path, single: dict[str, Any]) -> None:
+    saved = torch.load(launched / "tp_checkpoint.pt", weights_only=True)  # written under tp, whole tensors
+    model = tiny_model(seed=7)
+    optimizer = adam(model, foreach=True)
+    ckpt.load_into(model, optimizer, saved["model"], saved["optimizer"])
+    assert_close({n: p.detach() for n, p in model.named_parameters()}, single["params"])
+    reference = single["checkpoint"]["optimizer"]["state"]
+    for name, state in saved["optimizer"]["state"].items():
+        assert_close(state, reference[name], names={"exp_avg", "exp_avg_sq"})
+    tp = torch.load(launched / "tp.pt", weights_only=True)  # the one-process checkpoint loaded under tp
+    torch.testing.assert_close(tp["loaded_logits"], single["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_tp_trainer_equals_single_process(launched: Path, data: Path, tmp_path: Path) -> None:
+    from transduce.cli.main import main
+
+    assert main(["train", *trainer_argv(data, tmp_path / "single", "ddp")]) == 0
+
+    def logged(run: Path) -> list[tuple[int, float, float]]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["update"], r["tokens"], r["loss"]) for r in rows if r["kind"] == "train"]
+
+    tp, reference = logged(launched / "tp_run"), logged(tmp_path / "single")
+    assert [r[:2] for r in tp] == [r[:2] for r in reference] and len(tp) == 3
+    assert [r[2] for r in tp] == pytest.approx([r[2] for r in reference], rel=1e-5)
+    weights = ckpt.load(launched / "tp_run" / "checkpoints" / "step_3.pt")["model"]
+    assert_close(weights, ckpt.load(tmp_path / "single" / "checkpoints" / "step_3.pt")["model"])
+
+
+# ---- configuration errors (one process) --------------------------------------------------------------------
+
+def test_tp_plan_errors_name_the_field() -> None:
+    from transduce.train.tensor_parallel import tp_plan
+
+    assert tp_plan(tiny_model(), 2)["decoder.layers.1.cross_attn.kv_proj"] == "colwise_fused"
+    with pytest.raises(ConfigError, match="model.heads"):
+        tp_plan(tiny_model(heads=1), 2)
+    with pytest.raises(ConfigError, match="model.ffn_dim"):
+        tp_plan(tiny_model(ffn_dim=63), 2)
+    with pytest.raises(ConfigError, match="model.positions"):
+        tp_plan(tiny_model(positions="shaw"), 2)
+
+
+def test_unknown_parallel_value() -> None:
+    from transduce.train.distributed import init_distributed
+
+    with pytest.raises(ConfigError, match="train.parallel: unknown 'zp'"):
+        init_distributed("cpu", "zp")
+
+
+if __name__ == "__main__":  # a torchrun worker: run the jobs of argv[1] in turn
+    worker(json.loads(sys.argv[1]))
