@@ -14,7 +14,7 @@ from testkit import run_cli
 from transduce.data.audio import audio_blocks, load_audio
 from transduce.data.digits import write_long_recording
 from transduce.errors import ConfigError
-from transduce.long_audio import LONG_AUDIO_SECONDS, default_cuts, speech_pieces, transcribe_long
+from transduce.long_audio import LONG_AUDIO_SECONDS, default_cuts, encode_with_memory, speech_pieces, transcribe_long
 from transduce.metrics.wer import wer
 from transduce.nn.local_attention import LocalWindow
 from transduce.recognize import Recognizer
@@ -127,3 +127,22 @@ def test_blockwise_chunks_give_the_chunk_mask_output(recognizer: Recognizer) -> 
     with torch.no_grad():
         out, _ = recognizer.model.encode(feats[None], torch.tensor([feats.size(0)]), chunk_size=4, left_chunks=1)
     torch.testing.assert_close(local, recognizer.model.ctc_log_probs(out), atol=1e-4, rtol=1e-4)
+
+
+def test_segment_recurrence_equals_the_band_mask_and_the_local_window(recognizer: Recognizer) -> None:
+    """Transformer-XL memory (cached keys/values of the previous segment in every layer), run block by block
+    over a recording, gives what the whole-input forward gives with the equivalent chunk mask, and what
+    blockwise local attention gives with the same band."""
+    wave = torch.cat([load_audio(FSDD / "recordings" / f"{d}_lucas_2.wav", 16000) for d in (4, 0, 9, 2, 6)])
+    blocks = wave.split(3001)  # odd sizes: feature frames and segments straddle the blocks
+    recurrent = torch.cat(list(encode_with_memory(recognizer, blocks, segment=8, memory=1)), dim=1)
+    feats = recognizer.features(wave)[None]
+    lens = torch.tensor([feats.size(1)])
+    with torch.no_grad():
+        masked, _ = recognizer.model.encode(feats, lens, chunk_size=8, left_chunks=1)
+        local, _ = recognizer.model.encode(feats, lens, window=LocalWindow(block=8, left=1))
+        full, _ = recognizer.model.encode(feats, lens)
+    assert recurrent.shape == masked.shape and recurrent.size(1) > 40
+    torch.testing.assert_close(recurrent, masked, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(local, masked, atol=1e-4, rtol=1e-4)
+    assert (full - masked).abs().max() > 1e-2  # memory of one segment is not full context

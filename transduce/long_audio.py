@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from transduce.data.audio import audio_blocks
@@ -75,3 +76,29 @@ def _recognize(recognizer: Recognizer, batch: list[tuple[SpeechSegment, Tensor]]
         best = nbest[0] if nbest else Transcript(text="", score=0.0, tokens=[], times=[])
         times = [round(segment.start + t, 3) for t in best.times]
         yield TimedTranscript(segment.start, segment.end, replace(best, times=times))
+
+
+def encode_with_memory(recognizer: Recognizer, audio: str | Path | Iterable[Tensor], *, segment: int,
+                       memory: int = 1, block_seconds: float = 10.0) -> Iterator[Tensor]:
+    """Transformer-XL segment recurrence over a whole recording, offline: encoder frames are computed ``segment``
+    at a time, each attending (with its relative positions) to the cached keys/values of the ``memory``
+    segments before it in every layer, and nothing older. It is the streaming encoder's machinery
+    (``ConformerEncoder.forward_chunk``: per-layer ``ConformerLayerState`` caches trimmed to ``memory``
+    segments) fed the file block by block, so memory stays bounded however long the recording; the output
+    equals ``encode(..., chunk_size=segment, left_chunks=memory)`` and the blockwise ``LocalWindow(segment,
+    memory)``. Needs a causal Conformer (a centred convolution would need the next segment). Yields the
+    encoder output (1, T_i, D) of each block, on the recognizer's device."""
+    from transduce.data.features import StreamingFbank
+
+    blocks = audio_blocks(audio, recognizer.sample_rate, block_seconds) if isinstance(audio, (str, Path)) else audio
+    model, features = recognizer.model, StreamingFbank(recognizer.fbank)
+    state = model.init_stream(1, recognizer.device)
+    with torch.no_grad():
+        for block in blocks:
+            frames = features.accept(block.float())  # (N, F)
+            out, state = model.forward_chunk(frames[None].to(recognizer.device), state, chunk_size=segment,
+                                             left_chunks=memory)
+            yield out
+        out, _ = model.forward_chunk(torch.zeros(1, 0, recognizer.fbank.cfg.num_mel_bins, device=recognizer.device),
+                                     state, chunk_size=segment, left_chunks=memory, final=True)
+        yield out
