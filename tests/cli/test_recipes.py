@@ -12,6 +12,7 @@ from transduce.config import CTCDecodeConfig
 from transduce.data.tokenizer import PAD
 from transduce.models.ctc import build_ctc
 from transduce.models.rnn import build_rnn
+from transduce.models.st import build_st
 from transduce.models.transformer import build
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
@@ -27,6 +28,8 @@ def test_recipe_loads_and_builds(path: Path) -> None:
     vocab = cfg.data.vocab_size
     if cfg.task == "ctc":
         model = build_ctc(cfg.model, vocab)
+    elif cfg.task == "speech_translation":
+        model = build_st(cfg.model, vocab, cfg.data.tgt_vocab_size, len(cfg.data.tgt_langs))
     elif cfg.task == "rnn_translation":
         model = build_rnn(cfg.model, vocab, vocab, PAD)
     else:

@@ -274,7 +274,7 @@ def test_a_model_of_the_wrong_kind_is_one_line_naming_the_folder(capsys: pytest.
 
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"task: unknown task 'tagging' \(known: translation, "
-                                                r"rnn_translation, ctc\)"):
+                                                r"rnn_translation, ctc, speech_translation\)"):
         tasks.parse_config({"task": "tagging"})
 
 

@@ -149,9 +149,11 @@ def _check_lengths(translator, lines: list[str], where: list[str]) -> None:
 
 
 def translate(args: argparse.Namespace) -> int:
-    if args.asr or args.manifest or args.truecase:
-        from transduce.cli import st
+    from transduce.cli import st
 
+    if st.end_to_end(args):
+        return st.translate_e2e(args)
+    if args.asr or args.manifest or args.truecase or args.tgt_lang:
         return st.translate(args)
     lines, where = _input_lines(args)
     if args.plot_attention is None and (args.attention_layer is not None or args.attention_head is not None):
@@ -234,11 +236,12 @@ def lm(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from transduce.cli import st
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
+    if st.end_to_end(args):
+        return st.evaluate_e2e(args)
     if args.asr or args.truecase or args.tgt_lang:
-        from transduce.cli import st
-
         return st.evaluate(args)
     if args.manifest:
         if args.src or args.ref:

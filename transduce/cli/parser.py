@@ -186,7 +186,9 @@ def _translate(sub: Subparsers) -> None:
                     help="write one attention heatmap per sentence (DIR/NNNN.png, numbered from 1)")
     attention_options(tr)
     cascade_options(tr)
-    tr.add_argument("--manifest", help="with --asr: a speech manifest; prints {id, text} per utterance in its order")
+    tr.add_argument("--manifest", help="with --asr or a speech translation --model: a speech manifest; prints "
+                                       "{id, text} per utterance in its order")
+    tr.add_argument("--tgt-lang", help="speech translation model: the target language (default: its first)")
     tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin); with --asr: audio files")
 
 
@@ -231,8 +233,8 @@ def _evaluate(sub: Subparsers) -> None:
     ev.add_argument("--output", help="also write the translations here")
     ev.add_argument("--coverage-penalty", type=float, help="translation: GNMT coverage penalty beta (0 = off)")
     cascade_options(ev)
-    ev.add_argument("--tgt-lang", help="with --asr: the manifest's translations to score against (default: the "
-                                       "--model's target language)")
+    ev.add_argument("--tgt-lang", help="with --asr or a speech translation --model: the manifest's translations to "
+                                       "score against (default: the --model's (first) target language)")
 
 
 def _align(sub: Subparsers) -> None:

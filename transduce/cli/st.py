@@ -1,11 +1,13 @@
-"""Speech translation subcommands: the ``data speech-translation`` / ``data st-import`` recipes, and
-``translate`` / ``evaluate`` with ``--asr`` (the cascade: recognize, then translate)."""
+"""Speech translation subcommands: the ``data speech-translation`` / ``data st-import`` recipes, ``translate`` /
+``evaluate`` with ``--asr`` (the cascade: recognize, then translate) and with an end-to-end speech translation
+``--model`` (``SpeechTranslator``); both print the same formats."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from typing import Any
 
 from transduce.errors import UsageError
 
@@ -38,7 +40,8 @@ def _check(args: argparse.Namespace) -> None:
     """Options that only make sense with or without --asr."""
     if args.asr is None:
         given = "--tgt-lang" if getattr(args, "tgt_lang", None) else "--truecase" if args.truecase else "--manifest"
-        raise UsageError(f"{args.command}: {given} goes with --asr DIR (a cascade of a speech and a translation model)")
+        raise UsageError(f"{args.command}: {given} goes with --asr DIR (a cascade of a speech and a translation model) "
+                         "or a speech translation --model")
     clashing = [name for name in ("input", "ensemble", "rerank", "plot_attention", "src", "ref", "ref_tok", "quantize")
                 if getattr(args, name, None)]
     if clashing:
@@ -114,3 +117,86 @@ def evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
+
+
+def end_to_end(args: argparse.Namespace) -> bool:
+    """``--model`` is an end-to-end speech translation model (and there is no --asr)."""
+    if getattr(args, "asr", None) or not getattr(args, "model", None):
+        return False
+    from transduce.speech_translate import SpeechTranslator
+    from transduce.tasks import open_folder
+
+    try:
+        kind, _, _ = open_folder(args.model)
+    except (FileNotFoundError, ValueError):  # not a model folder of ours (an export, a typo): the caller says so
+        return False
+    return issubclass(kind.inference, SpeechTranslator)
+
+
+def _load_e2e(args: argparse.Namespace) -> tuple[Any, dict[str, object]]:
+    """The SpeechTranslator of --model and the search overrides; options of other models are refused."""
+    from transduce.speech_translate import SpeechTranslator
+
+    clashing = [name for name in ("input", "ensemble", "rerank", "rerank_weight", "rerank_weights", "plot_attention",
+                                  "coverage_penalty", "src", "ref", "ref_tok", "quantize", "truecase")
+                if getattr(args, name, None)]
+    if clashing:
+        raise UsageError(f"{args.model} translates speech end to end; leave out --{clashing[0].replace('_', '-')}")
+    if getattr(args, "nbest", 1) > 1:
+        raise UsageError(f"{args.model}: speech translation prints one translation per utterance; leave out --nbest")
+    translator = SpeechTranslator.load(args.model)
+    translator.tag(args.tgt_lang)  # an unknown language fails before any audio is read
+    overrides = {name: getattr(args, name) for name in ("beam", "len_penalty", "batch_size")
+                 if getattr(args, name, None) is not None}
+    return translator, overrides
+
+
+def translate_e2e(args: argparse.Namespace) -> int:
+    """Audio files -> ``FILE<TAB>TRANSLATION``; ``--manifest`` -> ``{"id", "text"}`` JSON lines in its order."""
+    from transduce.data.manifest import read_manifest
+
+    if bool(args.sentences) == bool(args.manifest):
+        raise UsageError(f"{args.model} translates audio files given as arguments or the utterances of --manifest "
+                         "(one of the two)")
+    translator, overrides = _load_e2e(args)
+    if args.manifest:
+        utts = read_manifest(args.manifest, check_audio=True)
+        texts = translator.translate([u.audio for u in utts], args.tgt_lang, **overrides)
+        for utt, text in zip(utts, texts, strict=True):
+            print(json.dumps({"id": utt.id, "text": text}, ensure_ascii=False))
+        return 0
+    for path, text in zip(args.sentences, translator.translate(args.sentences, args.tgt_lang, **overrides),
+                          strict=True):
+        print(f"{path}\t{text}")
+    return 0
+
+
+def evaluate_e2e(args: argparse.Namespace) -> int:
+    """BLEU, chrF and tokenized-lowercased BLEU of the end-to-end model against the manifest's translations in
+    --tgt-lang (default: the model's first language), and its real-time factor, as JSON (the cascade's keys)."""
+    from transduce.data.speech_translation import read_st_manifest
+    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
+
+    if not args.manifest:
+        raise UsageError(f"{args.model} evaluates the utterances of a speech translation --manifest")
+    translator, overrides = _load_e2e(args)
+    lang = args.tgt_lang or translator.langs[0]
+    utts = read_st_manifest(args.manifest, [lang], check_audio=True)
+    refs = [u.translation[lang] for u in utts]
+    started = time.perf_counter()
+    hyps = translator.translate([u.utt.audio for u in utts], lang, **overrides)
+    seconds = time.perf_counter() - started
+    audio_seconds = sum(u.utt.duration for u in utts)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.writelines(f"{h}\n" for h in hyps)
+    result = {
+        **sacre_scores(hyps, refs),
+        "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
+        "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
+        "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1),
+        "beam": overrides.get("beam", translator.config.decode.beam), "seconds": round(seconds, 2),
+        "rtf": round(seconds / audio_seconds, 4),
+    }
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -139,8 +140,20 @@ class _Indices(Dataset):
         return i
 
 
-def iterate_speech(batches: list[list[int]], collator: SpeechCollator, *, start: int = 0,
-                   num_workers: int = 0) -> Iterator[SpeechBatch]:
+BatchT = TypeVar("BatchT", covariant=True)
+
+
+class Collator(Protocol[BatchT]):
+    """indices -> a batch of ``utts`` (``SpeechCollator``, and collators that wrap one)."""
+
+    @property
+    def utts(self) -> Sequence[Utterance]: ...
+
+    def __call__(self, indices: Sequence[int]) -> BatchT: ...
+
+
+def iterate_speech(batches: list[list[int]], collator: Collator[BatchT], *, start: int = 0,
+                   num_workers: int = 0) -> Iterator[BatchT]:
     """Yield collated ``batches[start:]``, optionally collated by worker processes (same batches)."""
     todo = batches[start:]
     if num_workers == 0:

@@ -48,3 +48,30 @@ def write_tones(out: str | Path, *, train: int = 300, valid: int = 40, max_lette
                                   text=letters, speaker=split))
         write_manifest(out / f"{split}.jsonl", utts)
     return out
+
+
+SYMBOLS = {"de": "wxyz", "fr": "ponm"}
+"""Toy target languages: each letter's symbol (tone a -> symbols[0], ...)."""
+
+
+def tone_translation(letters: str, lang: str) -> str:
+    """The toy "translation" of a tone transcript: de = its letters' symbols in reverse order, fr = in order,
+    space-separated ("abd" -> de "z x w", fr "p o m")."""
+    symbols = [SYMBOLS[lang]["abcd".index(c)] for c in letters]
+    return " ".join(reversed(symbols) if lang == "de" else symbols)
+
+
+def write_tone_translations(out: str | Path, *, train: int = 300, valid: int = 40, max_letters: int = 5,
+                            seed: int = 1) -> Path:
+    """``write_tones`` plus a "translation" per line into the toy languages of ``SYMBOLS`` (a speech translation
+    manifest as ``transduce data speech-translation`` writes, for smoke tests)."""
+    import json
+
+    out = write_tones(out, train=train, valid=valid, max_letters=max_letters, seed=seed)
+    for split in ("train", "dev"):
+        path = out / f"{split}.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            row["translation"] = {lang: tone_translation(row["text"], lang) for lang in SYMBOLS}
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return out

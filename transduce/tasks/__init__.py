@@ -28,6 +28,7 @@ TASKS: dict[str, Any] = {
     "translation": "transduce.tasks.translation:TRANSLATION",
     "rnn_translation": "transduce.tasks.translation:RNN_TRANSLATION",
     "ctc": "transduce.tasks.speech:SPEECH",
+    "speech_translation": "transduce.tasks.speech_translation:SPEECH_TRANSLATION",
 }
 """Recipe ``task:`` -> its kind (a "module:attribute" string, or the kind object)."""
 

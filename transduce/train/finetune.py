@@ -5,10 +5,11 @@ the schedule and the data order start fresh."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from transduce.config import DEFAULT_TASK, RunConfig
 from transduce.errors import ConfigError
@@ -60,3 +61,33 @@ def load_initial_weights(model: nn.Module, cfg: RunConfig, kind: TrainingKind, l
         raise ConfigError(f"train.init_from: {source.path} does not fit this model ({'; '.join(parts)})")
     model.load_state_dict(state, strict=False)
     log(f"initialized {len(state)} tensors from {source.path}")
+
+
+def copy_component(model: nn.Module, source: dict[str, Tensor], *, prefix: str, field: str, where: str | Path,
+                   grown: Collection[str] = ()) -> int:
+    """Component-wise initialization: every tensor of ``model`` under ``prefix`` ("encoder.") from the tensor of
+    the same name in ``source`` (another model's full state dict, tied aliases included). A tensor missing on
+    either side or of another shape is a ConfigError naming ``field``, ``where``, the tensor and both shapes.
+    Names in ``grown`` may have more rows here than there (a vocabulary with extra tokens): the source's rows
+    are copied into the first ones and the others keep their initialization. Returns the tensors copied."""
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    theirs = {k: v for k, v in source.items() if k.startswith(prefix)}
+    extra, missing = sorted(theirs.keys() - own.keys()), sorted(own.keys() - theirs.keys())
+    if extra:
+        raise ConfigError(f"{field}: {where} has tensor {extra[0]} {tuple(theirs[extra[0]].shape)}, this model has "
+                          "none")
+    if missing:
+        raise ConfigError(f"{field}: {where} has no tensor {missing[0]} (this model's is "
+                          f"{tuple(own[missing[0]].shape)})")
+    copied: dict[str, Tensor] = {}
+    for name, mine in own.items():
+        src = theirs[name]
+        if src.shape == mine.shape:
+            copied[name] = src
+        elif name in grown and src.dim() >= 1 and src.shape[1:] == mine.shape[1:] and src.size(0) <= mine.size(0):
+            copied[name] = torch.cat([src, mine[src.size(0):].to(src.dtype)])
+        else:
+            raise ConfigError(f"{field}: tensor {name} is {tuple(src.shape)} in {where}, {tuple(mine.shape)} in "
+                              "this model")
+    model.load_state_dict(copied, strict=False)
+    return len(copied)

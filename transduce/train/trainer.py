@@ -114,6 +114,9 @@ class Trainer:
         self.model = self.task.build_model()
         if cfg.train.init_from:
             load_initial_weights(self.model, cfg, kind, self.log)
+        init_components = getattr(self.task, "init_components", None)
+        if init_components is not None:  # component-wise initialization (speech translation: encoder and decoder)
+            init_components(self.model)
         self.model = self.model.to(self.device)
         self.warmup: WarmupClock | None = None
         if cfg.train.compile:

@@ -1,0 +1,205 @@
+"""End-to-end speech translation (task speech_translation) on synthetic tone "speech" translated into two toy
+languages (``transduce.data.tones``: de = the letters' symbols reversed, fr = in order): the real trainer through
+the CLI, the loss against its two terms computed apart, language tags, cached decoding against the full forward,
+the CLI's formats and errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from testkit import ROOT, run_cli, stepwise
+
+from transduce.cli.config import load_recipe
+from transduce.cli.main import main
+from transduce.data.manifest import read_manifest
+from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.data.tones import SYMBOLS, write_tone_translations
+from transduce.decoding.tagged import tagged_beam_search
+from transduce.errors import DataError, UsageError
+from transduce.models.st import STModelConfig, build_st, tag_ids
+from transduce.speech_translate import SpeechTranslator
+from transduce.tasks.speech_translation import STLoss, STTask
+from transduce.train.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+RECIPE = ROOT / "recipes" / "tiny-tones-st.yaml"
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """The tiny recipe trained through ``transduce train`` (150 updates) -> base folder with data/ and run/."""
+    base = tmp_path_factory.mktemp("st")
+    write_tone_translations(base / "data", train=100, valid=12)
+    assert main(["train", str(RECIPE), "--out", str(base / "run"), "--no-progress", "--set",
+                 f"data.dir={base / 'data'}", "--set", "train.max_updates=150", "--set", "train.eval_every=150"]) == 0
+    return base
+
+
+def tiny(ctc_layer: int = 0, **overrides: object) -> STModelConfig:
+    return STModelConfig(input_dim=40, dim=32, heads=2, layers=2, ffn_dim=64, kernel_size=5, subsampling=4,
+                         subsampling_channels=8, dropout=0.0, decoder_layers=2, ctc_layer=ctc_layer,
+                         **overrides)  # type: ignore[arg-type]
+
+
+def batch(vocab: int = 9, targets: int = 12, tags: tuple[int, ...] = (12, 13)) -> tuple[torch.Tensor, ...]:
+    """Random features of 2 utterances, their transcripts and tagged decoder input/output."""
+    g = torch.Generator().manual_seed(3)
+    feats, feat_lens = torch.randn(2, 90, 40, generator=g), torch.tensor([90, 61])
+    transcripts = torch.tensor([[4, 5, 6, 4], [7, 8, PAD, PAD]])
+    pieces = [[4, 9, 11], [5, 6]]
+    tgt_in = torch.tensor([[tags[0], *pieces[0]], [tags[1], *pieces[1], PAD]])
+    tgt_out = torch.tensor([[*pieces[0], EOS], [*pieces[1], EOS, PAD]])
+    return feats, feat_lens, transcripts, torch.tensor([4, 2]), tgt_in, tgt_out
+
+
+def test_training_through_the_cli_lowers_the_loss(trained: Path) -> None:
+    rows = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r.get("kind") == "train"]
+    assert len(losses) >= 5 and losses[-1] < 0.5 * losses[0], losses
+    assert all((trained / "run" / "model" / name).is_file() for name in ("spm.model", "tgt_spm.model"))
+
+
+def test_the_tag_picks_the_output_language(trained: Path) -> None:
+    dev = read_manifest(trained / "data" / "dev.jsonl")
+    translator = SpeechTranslator.load(trained / "run")
+    audio = [u.audio for u in dev]
+    outputs = {lang: translator.translate(audio, lang) for lang in ("de", "fr")}
+    for lang, texts in outputs.items():
+        words = {w for text in texts for w in text.split()}
+        assert words and words <= set(SYMBOLS[lang]), (lang, texts)
+    assert translator.translate(audio[:3]) == outputs["de"][:3]  # the first language by default
+    with pytest.raises(UsageError, match="--tgt-lang cs: this model translates into de, fr"):
+        translator.translate(audio[:1], "cs")
+
+
+@pytest.mark.parametrize("weight, ctc_layer", [(0.3, 0), (0.5, 1), (0.0, 0)])
+def test_loss_is_weighted_ctc_plus_cross_entropy(weight: float, ctc_layer: int) -> None:
+    torch.manual_seed(0)
+    model = build_st(tiny(ctc_layer), 9, 12, 2).eval()
+    feats, feat_lens, transcripts, transcript_lens, tgt_in, tgt_out = batch()
+    loss, nll = STLoss(model, nullcontext(), ctc_weight=weight, label_smoothing=0.1)(
+        feats, feat_lens, transcripts, transcript_lens, tgt_in, tgt_out)
+    logits = model(feats, feat_lens, tgt_in)  # (B, Y, W + L)
+    ce = F.cross_entropy(logits.transpose(1, 2), tgt_out, ignore_index=PAD, label_smoothing=0.1, reduction="sum")
+    plain = F.cross_entropy(logits.transpose(1, 2), tgt_out, ignore_index=PAD, reduction="sum")
+    encoder = model.encoder
+    if ctc_layer:  # the CTC head reads block ctc_layer: the same encoder cut after that block
+        encoder.blocks = encoder.blocks[:ctc_layer]
+    hidden, out_lens = encoder.encode(model.normalizer(feats), feat_lens)
+    log_probs = model.head(hidden).log_softmax(-1).transpose(0, 1)  # (T', B, V)
+    ctc = F.ctc_loss(log_probs, transcripts, out_lens, transcript_lens, blank=0, reduction="sum", zero_infinity=True)
+    torch.testing.assert_close(loss, weight * ctc + (1 - weight) * ce, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(nll, plain, rtol=1e-5, atol=1e-4)
+
+
+def test_incremental_decoding_equals_the_full_forward() -> None:
+    torch.manual_seed(0)
+    model = build_st(tiny(), 9, 12, 2).eval()
+    feats, feat_lens, *_, tgt_in, _ = batch()
+    full = model(feats, feat_lens, tgt_in).log_softmax(-1)  # (B, Y, W + L)
+    steps, _ = stepwise(model, feats, feat_lens, tgt_in)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+    reorder = torch.tensor([1, 1, 0])  # as beam search reorders rows after step 1
+    moved, _ = stepwise(model, feats, feat_lens, tgt_in, reorder)
+    torch.testing.assert_close(moved, full[reorder], rtol=1e-5, atol=1e-5)
+
+
+def test_tagged_beam_1_is_greedy_from_the_tag_and_never_emits_a_tag() -> None:
+    torch.manual_seed(1)
+    model = build_st(tiny(), 9, 12, 2).eval()
+    feats, feat_lens, *_ = batch()
+    tags = tag_ids(12, 2)
+    memory, lens = model.encode(feats, feat_lens)
+    limits = torch.tensor([6, 6])
+    found = tagged_beam_search(model, memory, lens, tags, tags, limits, beam=1)
+    for row in range(2):  # reference: greedy from the tag, tags/PAD/BOS forbidden, only EOS at the limit
+        state, token, out = model.init_state(memory[row: row + 1], lens[row: row + 1]), tags[row: row + 1], []
+        while True:
+            lp, state = model.step(token, memory[row: row + 1], state)
+            lp[0, tags], lp[0, PAD], lp[0, BOS] = float("-inf"), float("-inf"), float("-inf")
+            best = EOS if len(out) == int(limits[row]) else int(lp[0].argmax())
+            if best == EOS:
+                break
+            out.append(best)
+            token = torch.tensor([best])
+        assert found[row][0].tokens == out
+    german, french = (tagged_beam_search(model, memory, lens, torch.full((2,), int(t)), tags, limits, beam=3)
+                      for t in tags)
+    assert [h[0].tokens for h in german] != [h[0].tokens for h in french]
+
+
+def test_languages_of_one_utterance_differ_only_in_the_decoder_prefix(trained: Path, tmp_path: Path) -> None:
+    cfg = load_recipe(RECIPE, [f"data.dir={trained / 'data'}"])
+    task = STTask(cfg, tmp_path, quiet)
+    german = next(i for i, e in enumerate(task.valid) if e.lang == "de")
+    french = next(i for i, e in enumerate(task.valid) if e.lang == "fr" and e.utt == task.valid[german].utt)
+    b = task.collator(False)([german, french])
+    assert torch.equal(b.feats[0], b.feats[1]) and torch.equal(b.transcripts[0], b.transcripts[1])
+    assert b.tgt_in[:, 0].tolist() == tag_ids(len(task.targets), 2).tolist()
+    assert task.targets.decode([b.tgt_in[0, 1:].tolist()]) == [task.valid[german].text]
+
+
+def test_a_missing_language_names_the_file_and_line(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (trained / "data" / "train.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    del row["translation"]["fr"]
+    lines[2] = json.dumps(row)
+    for name in ("train.jsonl", "dev.jsonl"):
+        (data / name).write_text("\n".join(lines).replace('"audio/', f'"{trained / "data" / "audio"}/') + "\n")
+    cfg = load_recipe(RECIPE, [f"data.dir={data}"])
+    with pytest.raises(DataError, match=re.escape(f"{data / 'train.jsonl'}:3: no 'fr' translation")):
+        Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
+
+
+def test_cli_translates_manifests_and_files_in_order(trained: Path, capsys) -> None:
+    manifest = trained / "data" / "dev.jsonl"
+    dev = read_manifest(manifest)
+    model = str(trained / "run")
+    code, out, _ = run_cli(["translate", "--model", model, "--tgt-lang", "fr", "--manifest", str(manifest)], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["id"] for r in rows] == [u.id for u in dev]
+    expected = SpeechTranslator.load(model).translate([u.audio for u in dev], "fr")
+    assert [r["text"] for r in rows] == expected
+    files = [dev[1].audio, dev[0].audio]
+    code, out, _ = run_cli(["translate", "--model", model, *map(str, files)], capsys)
+    texts = SpeechTranslator.load(model).translate(files)
+    assert code == 0 and out.splitlines() == [f"{path}\t{text}" for path, text in zip(files, texts, strict=True)]
+
+
+def test_cli_evaluate_scores_against_the_manifest(trained: Path, capsys) -> None:
+    import sacrebleu
+
+    manifest = trained / "data" / "dev.jsonl"
+    args = ["evaluate", "--model", str(trained / "run"), "--manifest", str(manifest), "--json"]
+    code, out, _ = run_cli([*args, "--tgt-lang", "de"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["tgt_lang"] == "de" and result["utterances"] == 12 and result["rtf"] > 0
+    refs = [json.loads(line)["translation"]["de"] for line in manifest.read_text().splitlines()]
+    hyps = SpeechTranslator.load(trained / "run").translate([u.audio for u in read_manifest(manifest)], "de")
+    assert result["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    assert {"chrf", "bleu_tok_lc"} <= set(result)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["translate", "--tgt-lang", "cs", "--manifest", "{m}"], "--tgt-lang cs: this model translates into de, fr"),
+    (["evaluate", "--tgt-lang", "cs", "--manifest", "{m}"], "--tgt-lang cs: this model translates into de, fr"),
+    (["translate", "--manifest", "{m}", "a.wav"], "audio files given as arguments or the utterances of --manifest"),
+    (["translate", "--truecase", "none", "--manifest", "{m}"], "leave out --truecase"),
+    (["evaluate"], "evaluates the utterances of a speech translation --manifest"),
+])
+def test_cli_errors_are_one_line(trained: Path, capsys, argv: list[str], message: str) -> None:
+    args = [a.format(m=trained / "data" / "dev.jsonl") for a in argv]
+    code, _, err = run_cli([args[0], "--model", str(trained / "run"), *args[1:]], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
