@@ -17,13 +17,18 @@ from testkit import ROOT, run_cli, stepwise
 
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
+from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig, to_dict
 from transduce.data.manifest import read_manifest
-from transduce.data.tokenizer import BOS, EOS, PAD
+from transduce.data.tokenizer import BOS, EOS, PAD, train_sentencepiece
 from transduce.data.tones import SYMBOLS, write_tone_translations
 from transduce.decoding.tagged import tagged_beam_search
-from transduce.errors import DataError, UsageError
+from transduce.errors import ConfigError, DataError, UsageError
+from transduce.models.ctc import CTCModelConfig
+from transduce.models.folder import write_model_folder
 from transduce.models.st import STModelConfig, build_st, tag_ids
+from transduce.models.transformer import TransformerConfig
 from transduce.speech_translate import SpeechTranslator
+from transduce.tasks import get_task
 from transduce.tasks.speech_translation import STLoss, STTask
 from transduce.train.trainer import Trainer
 
@@ -203,3 +208,70 @@ def test_cli_errors_are_one_line(trained: Path, capsys, argv: list[str], message
     args = [a.format(m=trained / "data" / "dev.jsonl") for a in argv]
     code, _, err = run_cli([args[0], "--model", str(trained / "run"), *args[1:]], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def _folder(out: Path, cfg: RunConfig, texts: list[str], kind: str) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A model folder of ``cfg`` with random weights and a ``kind`` tokenizer trained on ``texts`` -> the folder
+    and its full state dict."""
+    out.mkdir()
+    train_sentencepiece(texts, out / "spm.model", vocab_size=16, model_type=kind)
+    task = get_task(cfg.task)
+    model = task.build_model(cfg, out)
+    write_model_folder(out, model.state_dict(), to_dict(cfg), [out / "spm.model"], {},
+                       aliases=task.tied_aliases(cfg))
+    return out, model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def sources(trained: Path, tmp_path_factory) -> dict[str, tuple[Path, dict[str, torch.Tensor]]]:
+    """A speech model (the recipe's encoder) and translation models (the recipe's decoder; one with 2 layers)."""
+    base = tmp_path_factory.mktemp("sources")
+    st = load_recipe(RECIPE, [f"data.dir={trained / 'data'}"])
+    fields = {f: getattr(st.model, f) for f in CTCModelConfig.__dataclass_fields__ if f != "decoder_layers"}
+    torch.manual_seed(5)
+    asr = RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), model=CTCModelConfig(**fields),
+                    decode=CTCDecodeConfig())
+    letters = [u.text for u in read_manifest(trained / "data" / "train.jsonl")]
+    symbols = [" ".join(s) for s in ("wxyz", "ponm", "zyxw", "mnop")] * 4
+    out = {"asr": _folder(base / "asr", asr, letters, "char")}
+    for name, layers in (("mt", 1), ("mt2", 2)):
+        mt = RunConfig(model=TransformerConfig(dim=48, heads=2, ffn_dim=96, encoder_layers=1, decoder_layers=layers))
+        out[name] = _folder(base / name, mt, symbols, "word")
+    return out
+
+
+def test_components_start_from_a_speech_and_a_translation_model(trained: Path, sources, tmp_path: Path) -> None:
+    (asr, asr_state), (mt, mt_state) = sources["asr"], sources["mt"]
+    cfg = load_recipe(RECIPE, [f"data.dir={trained / 'data'}", f"model.init_encoder_from={asr}",
+                               f"model.init_decoder_from={mt}"])
+    messages: list[str] = []
+    model = Trainer(cfg, tmp_path / "run", log=messages.append, show_progress=False).model.state_dict()
+    copied = [k for k in model if k.startswith(("encoder.", "head.", "decoder."))]
+    grown = {"decoder.embed.embedding.weight", "decoder.output.weight"}
+    assert all(torch.equal(model[k], (asr_state if k.startswith(("encoder.", "head.")) else mt_state)[k])
+               for k in copied if k not in grown)
+    words = mt_state["decoder.embed.embedding.weight"].size(0)
+    assert model["decoder.embed.embedding.weight"].size(0) == words + 2  # the two tags start fresh
+    assert torch.equal(model["decoder.embed.embedding.weight"][:words], mt_state["decoder.embed.embedding.weight"])
+    assert not torch.equal(model["normalizer.mean"], asr_state["normalizer.mean"])  # CMVN of this run's data
+    assert (tmp_path / "run" / "spm.model").read_bytes() == (asr / "spm.model").read_bytes()
+    assert (tmp_path / "run" / "tgt_spm.model").read_bytes() == (mt / "spm.model").read_bytes()
+    count = sum(k.startswith(("encoder.", "head.")) for k in model)
+    assert f"model.init_encoder_from: {count} tensors from {asr}" in messages
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.init_decoder_from={mt2}"], r"model.init_decoder_from: \S+mt2 has tensor decoder\.layers\.1\.\S+ "
+                                        r"\([\d, ]+\), this model has none"),
+    (["model.init_decoder_from={mt}", "model.decoder_ffn_dim=64"],
+     r"tensor decoder\.layers\.0\.\S+ is \((96, 48|96,|48, 96)\) in \S+mt, \((64, 48|64,|48, 64)\) in this model"),
+    (["model.init_decoder_from={asr}"], r"a speech model; model.init_decoder_from needs a translation model"),
+    (["model.init_encoder_from={asr}", "model.layers=3"],
+     r"init_encoder_from: \S+asr has no tensor encoder\.blocks\.2"),
+])
+def test_components_that_do_not_fit_name_the_tensor(trained: Path, sources, tmp_path: Path, overrides: list[str],
+                                                    message: str) -> None:
+    paths = {name: folder for name, (folder, _) in sources.items()}
+    cfg = load_recipe(RECIPE, [f"data.dir={trained / 'data'}", *(o.format(**paths) for o in overrides)])
+    with pytest.raises(ConfigError, match=message):
+        Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
