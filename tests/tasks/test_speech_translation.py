@@ -266,6 +266,10 @@ def test_components_start_from_a_speech_and_a_translation_model(trained: Path, s
     (["model.init_decoder_from={mt}", "model.decoder_ffn_dim=64"],
      r"tensor decoder\.layers\.0\.\S+ is \((96, 48|96,|48, 96)\) in \S+mt, \((64, 48|64,|48, 64)\) in this model"),
     (["model.init_decoder_from={asr}"], r"a speech model; model.init_decoder_from needs a translation model"),
+    (["model.init_encoder_from={asr}", "model.causal_conv=false"],
+     r"model.causal_conv: False here, but model.init_encoder_from \S+asr has model.causal_conv True"),
+    (["model.init_decoder_from={mt}", "model.decoder_pre_norm=false"],
+     r"model.decoder_pre_norm: False here, but model.init_decoder_from \S+mt has model.pre_norm True"),
     (["model.init_encoder_from={asr}", "model.layers=3"],
      r"init_encoder_from: \S+asr has no tensor encoder\.blocks\.2"),
 ])

@@ -132,10 +132,10 @@ def _build(cfg: RunConfig, transcripts: Tokenizer, targets: Tokenizer, cmvn: CMV
     return model
 
 
-def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor], Path]:
+def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor], Path, RunConfig]:
     """The full state dict (tied aliases included) of the model folder ``path``, whose kind's inference object
-    must be a ``needs``, and its last tokenizer file (a speech model's transcript pieces, a translation model's
-    target pieces); errors name ``field``."""
+    must be a ``needs``, its last tokenizer file (a speech model's transcript pieces, a translation model's
+    target pieces) and its config; errors name ``field``."""
     from transduce.tasks import require
 
     try:
@@ -143,10 +143,27 @@ def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor],
         model = folder.load_into(kind.build_model(cfg, folder.path), kind.tied_aliases(cfg))
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"{field}: {err}") from None
-    return model.state_dict(), kind.folder_files(cfg, folder.path)[-1]
+    return model.state_dict(), kind.folder_files(cfg, folder.path)[-1], cfg
 
 
 NEEDS = {"model.init_encoder_from": "a speech model", "model.init_decoder_from": "a translation model"}
+SAME = {"model.init_encoder_from": tuple((k, k) for k in ("data.sample_rate", "data.num_mel_bins", "model.encoder",
+                                                         "model.causal_conv", "model.utterance_norm")),
+        "model.init_decoder_from": (("model.decoder_pre_norm", "model.pre_norm"),
+                                    ("model.decoder_positions", "model.positions"))}
+"""Settings that hold no weights but change what the copied weights compute: (ours, the source's) must agree."""
+
+
+def check_settings(cfg: RunConfig, source: RunConfig, field: str, path: str) -> None:
+    """A ConfigError naming the first of ``SAME[field]`` where this run and the source model differ."""
+    def get(config: RunConfig, dotted: str) -> object:
+        section, key = dotted.split(".")
+        return getattr(getattr(config, section), key, None)
+
+    for ours, theirs in SAME[field]:
+        if get(cfg, ours) != get(source, theirs):
+            raise ConfigError(f"{ours}: {get(cfg, ours)!r} here, but {field} {path} has {theirs} "
+                              f"{get(source, theirs)!r}")
 
 
 def _sources(m: STModelConfig) -> dict[str, tuple[type, str]]:
@@ -260,7 +277,8 @@ class STTask:
         parts = {"model.init_encoder_from": ("encoder.", "head."), "model.init_decoder_from": ("decoder.",)}
         grown = {"decoder.embed.embedding.weight", "decoder.output.weight"}
         for name, (needs, path) in _sources(self.cfg.model).items():
-            state, _ = source_model(path, needs, name)
+            state, _, source = source_model(path, needs, name)
+            check_settings(self.cfg, source, name, path)
             count = sum(copy_component(model, state, prefix=prefix, field=name, where=path, grown=grown)
                         for prefix in parts[name])
             self.log(f"{name}: {count} tensors from {path}")
