@@ -279,3 +279,24 @@ def test_components_that_do_not_fit_name_the_tensor(trained: Path, sources, tmp_
     cfg = load_recipe(RECIPE, [f"data.dir={trained / 'data'}", *(o.format(**paths) for o in overrides)])
     with pytest.raises(ConfigError, match=message):
         Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
+
+
+@pytest.mark.parametrize("recipe", ["multi30k-st-conformer.yaml", "multi30k-st-conformer-de.yaml"])
+def test_the_multi30k_recipes_run(recipe: str, trained: Path, tmp_path: Path) -> None:
+    """Two updates of each shipped Multi30k recipe on the tone data: the encoder from a speech model folder of
+    recipes/captions-hybrid-streaming.yaml's shape (random weights), the -de variant's decoder from the bundled
+    models/multi30k-en-de."""
+    asr_cfg = load_recipe(ROOT / "recipes" / "captions-hybrid-streaming.yaml")
+    letters = [u.text for u in read_manifest(trained / "data" / "train.jsonl")]
+    asr, _ = _folder(tmp_path / "asr", asr_cfg, letters, "char")
+    langs = "[de]" if recipe.endswith("-de.yaml") else "[de, fr]"  # the tone data has no Czech
+    cfg = load_recipe(ROOT / "recipes" / recipe, [
+        f"data.dir={trained / 'data'}", f"data.tgt_langs={langs}", "data.num_workers=0", "data.cmvn_utterances=20",
+        f"model.init_encoder_from={asr}", "train.max_updates=2", "train.eval_every=2", "train.max_tokens=4000",
+        "train.threads=1", "train.average_last=0"])
+    messages: list[str] = []
+    Trainer(cfg, tmp_path / "run", log=messages.append, show_progress=False).fit()
+    assert any(re.fullmatch(rf"model.init_encoder_from: \d+ tensors from {re.escape(str(asr))}", m) for m in messages)
+    if recipe.endswith("-de.yaml"):
+        assert any(m.startswith("model.init_decoder_from: ") for m in messages)
+    assert SpeechTranslator.load(tmp_path / "run").langs == tuple(langs.strip("[]").split(", "))
