@@ -31,6 +31,7 @@ from transduce.speech_translate import SpeechTranslator
 from transduce.tasks import get_task
 from transduce.tasks.speech_translation import STLoss, STTask
 from transduce.train.trainer import Trainer
+from transduce.translate import Translator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = ROOT / "recipes" / "tiny-tones-st.yaml"
@@ -300,3 +301,45 @@ def test_the_multi30k_recipes_run(recipe: str, trained: Path, tmp_path: Path) ->
     if recipe.endswith("-de.yaml"):
         assert any(m.startswith("model.init_decoder_from: ") for m in messages)
     assert SpeechTranslator.load(tmp_path / "run").langs == tuple(langs.strip("[]").split(", "))
+
+
+def test_st_kd_adds_the_teachers_translations_of_the_english_sentences(tmp_path: Path, capsys) -> None:
+    mt = ROOT / "models" / "multi30k-en-de"
+    rows = [{"id": "a", "audio": "a.wav", "duration": 1.0, "speaker": "s", "text": "a dog runs",
+             "text_original": "A dog runs.", "translation": {"de": "Ein Hund rennt.", "fr": "Un chien court."}},
+            {"id": "b", "audio": "b.wav", "duration": 1.0, "speaker": "s", "text": "two men are talking",
+             "translation": {"de": "Zwei Männer reden.", "fr": "Deux hommes parlent."}}]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "kd" / "m.jsonl"
+    code, _, err = run_cli(["data", "st-kd", "--manifest", str(manifest), "--model", str(mt), "--out", str(out)],
+                           capsys)
+    assert code == 0, err
+    teacher = Translator.load(mt).translate(["A dog runs.", "two men are talking"])  # original text when there is one
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["translation_kd"] for r in written] == [{"de": t} for t in teacher]
+    assert [r["translation"] for r in written] == [r["translation"] for r in rows]
+    assert [r["audio"] for r in written] == ["../a.wav", "../b.wav"]  # still the same files
+    assert run_cli(["data", "st-kd", "--manifest", str(out), "--model", str(mt), "--out", str(out), "--lang", "xx",
+                    "--beam", "1"], capsys)[0] == 0
+    assert [sorted(json.loads(line)["translation_kd"]) for line in out.read_text().splitlines()] == [["de", "xx"]] * 2
+
+
+def test_kd_targets_are_extra_training_examples(trained: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.jsonl", "dev.jsonl"):
+        rows = [json.loads(line) for line in (trained / "data" / name).read_text().splitlines()]
+        for i, row in enumerate(rows[:10]):  # 5 teacher translations that differ from the reference, 5 the same
+            row["translation_kd"] = {"de": "w w w" if i < 5 else row["translation"]["de"]}
+        (data / name).write_text("".join(json.dumps(r).replace('"audio/', f'"{trained / "data" / "audio"}/') + "\n"
+                                         for r in rows))
+    sizes = {}
+    for kd in (False, True):
+        cfg = load_recipe(RECIPE, [f"data.dir={data}", f"data.kd={str(kd).lower()}"])
+        task = STTask(cfg, tmp_path / f"run-{kd}", quiet)
+        sizes[kd] = len(task.train)
+        distilled = [e for e in task.train if e.text == "w w w"]
+    assert sizes[True] == sizes[False] + 5 and len(distilled) == 5
+    assert {e.lang for e in distilled} == {"de"} and {e.tag for e in distilled} == {task.tags[0]}
+    assert len(task.valid) == 2 * 12  # dev examples are the references only

@@ -36,7 +36,7 @@ def data(args: argparse.Namespace) -> int:
 
         prepare_captions(args.out, source=args.source, seed=args.seed, train_sentences=args.train_sentences,
                          dev_sentences=args.dev_sentences, workers=args.workers)
-    elif args.dataset in ("speech-translation", "st-import"):
+    elif args.dataset in ("speech-translation", "st-import", "st-kd"):
         from transduce.cli import st
 
         return st.data(args)

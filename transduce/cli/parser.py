@@ -121,7 +121,7 @@ def _data(sub: Subparsers) -> None:
 
 
 def _data_speech_translation(data: argparse._SubParsersAction) -> None:
-    """``transduce data speech-translation`` and ``data st-import``."""
+    """``transduce data speech-translation``, ``data st-import`` and ``data st-kd``."""
     st = data.add_parser("speech-translation", help="Multi30k captions spoken by the captions TTS voices, with their "
                                                     "de/fr/cs translations (split by voice)")
     st.add_argument("--out", required=True, help="output folder")
@@ -139,6 +139,14 @@ def _data_speech_translation(data: argparse._SubParsersAction) -> None:
     sti.add_argument("--tgt-lang", required=True, help="the target language of the corpus (e.g. de)")
     sti.add_argument("--splits", default="", help="comma-separated splits (MuST-C folders, CoVoST split column)")
     sti.add_argument("--clips", help="CoVoST: the folder of the clips (default: the TSV's folder/clips)")
+    kd = data.add_parser("st-kd", help="add a translation model's translations of a speech translation manifest's "
+                                       "English sentences as extra targets (sequence-level knowledge distillation)")
+    kd.add_argument("--manifest", required=True, help="speech translation manifest to read")
+    kd.add_argument("--model", required=True, help="the teacher: a translation model folder (English source)")
+    kd.add_argument("--out", required=True, help="manifest to write (may be --manifest), with translation_kd")
+    kd.add_argument("--lang", help="the key of its translations (default: the teacher's target language)")
+    kd.add_argument("--beam", type=int, help="the teacher's beam (default: its own)")
+    kd.add_argument("--batch-size", type=int, help="sentences per batch")
 
 
 def _data_feedback(data: argparse._SubParsersAction) -> None:

@@ -13,9 +13,11 @@ from transduce.errors import UsageError
 
 
 def data(args: argparse.Namespace) -> int:
-    """``transduce data speech-translation`` and ``transduce data st-import``."""
+    """``transduce data speech-translation``, ``transduce data st-import`` and ``transduce data st-kd``."""
     from transduce.data.speech_translation import parse_langs
 
+    if args.dataset == "st-kd":
+        return _distill(args)
     try:
         if args.dataset == "speech-translation":
             from transduce.data.speech_translation import prepare_speech_translation
@@ -33,6 +35,17 @@ def data(args: argparse.Namespace) -> int:
             print(f"{split}: {count} utterances written to {args.out}/{split}.jsonl")
     except ValueError as err:
         raise UsageError(str(err)) from None
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    """``transduce data st-kd``: the teacher's translations into the manifest's translation_kd."""
+    from transduce.cli.commands import _load_translator
+    from transduce.st_distill import distill_manifest
+
+    teacher = _load_translator(args.model)
+    overrides = {name: getattr(args, name) for name in ("beam", "batch_size") if getattr(args, name) is not None}
+    distill_manifest(args.manifest, args.out, teacher, lang=args.lang, **overrides)
     return 0
 
 

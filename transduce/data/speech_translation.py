@@ -20,7 +20,7 @@ import gzip
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transduce.data.captions import DEV_VOICES, TRAIN_VOICES, CaptionsReport, prepare_captions
@@ -40,6 +40,9 @@ class STUtterance:
     """{language: target sentence}; read with the requested languages only."""
     text_original: str = ""
     """The English sentence before normalization ('' when the manifest has none)."""
+    translation_kd: dict[str, str] = field(default_factory=dict)
+    """{language: a teacher translation model's translation of the sentence} (sequence-level knowledge
+    distillation, ``transduce data st-kd``); {} when the manifest has none."""
 
 
 def parse_langs(text: str | Sequence[str], where: str = "--langs") -> tuple[str, ...]:
@@ -52,22 +55,25 @@ def parse_langs(text: str | Sequence[str], where: str = "--langs") -> tuple[str,
     return langs
 
 
-def _translation(obj: dict, langs: Sequence[str], where: str) -> dict[str, str]:
-    found = obj.get("translation")
+def _translation(obj: dict, langs: Sequence[str] | None, where: str, key: str = "translation") -> dict[str, str]:
+    """The ``key`` object's ``langs`` sentences (None: all of them)."""
+    found = obj.get(key)
     if not isinstance(found, dict):
-        raise DataError(f"{where}: missing key 'translation' (a {{language: sentence}} object)")
-    for lang in langs:
+        raise DataError(f"{where}: missing key {key!r} (a {{language: sentence}} object)")
+    for lang in found if langs is None else langs:
         if lang not in found:
             has = ", ".join(sorted(found)) or "none"
             raise DataError(f"{where}: no {lang!r} translation (this line has: {has})")
         if not isinstance(found[lang], str) or not found[lang].strip():
-            raise DataError(f"{where}: the {lang!r} translation must be a non-empty string")
-    return {lang: found[lang] for lang in langs}
+            raise DataError(f"{where}: the {lang!r} {key} must be a non-empty string")
+    return {lang: found[lang] for lang in (found if langs is None else langs)}
 
 
-def read_st_manifest(path: str | Path, langs: Sequence[str], *, check_audio: bool = False) -> list[STUtterance]:
-    """The utterances of a speech translation manifest with their ``langs`` translations, in file order.
-    The speech keys are checked as :func:`read_manifest` checks them; ``langs`` must all be on every line."""
+def read_st_manifest(path: str | Path, langs: Sequence[str] | None, *, check_audio: bool = False
+                     ) -> list[STUtterance]:
+    """The utterances of a speech translation manifest with their ``langs`` translations (None: every line's
+    own), in file order. The speech keys are checked as :func:`read_manifest` checks them; ``langs`` must all be
+    on every line. Teacher translations ("translation_kd") are read when a line has them."""
     path = Path(path)
     utts = read_manifest(path, check_audio=check_audio)  # the speech keys, ids, the file itself
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -81,7 +87,8 @@ def read_st_manifest(path: str | Path, langs: Sequence[str], *, check_audio: boo
         original = obj.get("text_original", "")
         if not isinstance(original, str):
             raise DataError(f"{where}: key 'text_original' has type {type(original).__name__}, expected string")
-        out.append(STUtterance(utt, _translation(obj, langs, where), original))
+        kd = _translation(obj, None, where, "translation_kd") if "translation_kd" in obj else {}
+        out.append(STUtterance(utt, _translation(obj, langs, where), original, kd))
     return out
 
 
@@ -89,8 +96,8 @@ def write_st_manifest(path: str | Path, utts: Iterable[STUtterance]) -> None:
     """Write ``utts`` as JSON lines (``write_manifest``'s rows with "translation" and, when known,
     "text_original"), audio relative to the manifest's folder; atomic."""
     rows = list(utts)
-    extras = [{"translation": dict(st.translation), **({"text_original": st.text_original} if st.text_original else {})}
-              for st in rows]
+    extras = [{"translation": dict(st.translation), **({"text_original": st.text_original} if st.text_original else {}),
+               **({"translation_kd": dict(st.translation_kd)} if st.translation_kd else {})} for st in rows]
     write_manifest(path, [st.utt for st in rows], extras)
 
 

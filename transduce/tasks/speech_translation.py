@@ -73,6 +73,10 @@ class STDataConfig(SpeechDataConfig):
     tgt_spm: str = ""
     """An existing SentencePiece model to use as the target tokenizer (else model.init_decoder_from's, else one
     is trained on the training translations)."""
+    kd: bool = False
+    """Sequence-level knowledge distillation: also train on the training manifests' teacher translations
+    ("translation_kd", written by ``transduce data st-kd``), one extra example per line and language whose teacher
+    translation differs from the reference."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +227,7 @@ class STTask:
         self.tags = tag_ids(len(self.targets), len(self.langs)).tolist()
         self.cmvn = self._cmvn(train)
         self.fbank = fbank_config(data)
-        self.train, self.valid = self._examples(train, data.max_duration), self._examples(valid, math.inf)
+        self.train, self.valid = self._examples(train, data.max_duration, data.kd), self._examples(valid, math.inf)
         hours = sum(e.utt.duration for e in self.train) / 3600
         self.log(f"train: {len(self.train)} examples ({hours:.2f} h of audio over {len(self.langs)} languages)")
 
@@ -254,17 +258,22 @@ class STTask:
         path.write_text(json.dumps(stats.to_dict()))
         return stats
 
-    def _examples(self, utts: list[STUtterance], max_duration: float) -> list[Example]:
-        """One example per (utterance, language), grouped by language in tgt_langs order; utterances longer than
-        ``max_duration`` and targets too long for the decoder's positions are left out."""
+    def _examples(self, utts: list[STUtterance], max_duration: float, kd: bool = False) -> list[Example]:
+        """One example per (utterance, language), grouped by language in tgt_langs order, and with ``kd`` one more
+        per teacher translation that differs from the reference; utterances longer than ``max_duration`` and
+        targets too long for the decoder's positions are left out."""
         transcripts = self.transcripts.encode([u.utt.text for u in utts])
         limit = self.cfg.model.max_positions - 1
         out = []
         for tag, lang in zip(self.tags, self.langs, strict=True):
-            texts = [u.translation[lang] for u in utts]
-            for u, transcript, text, target in zip(utts, transcripts, texts, self.targets.encode(texts), strict=True):
-                if u.utt.duration <= max_duration and 0 < len(target) <= limit:
-                    out.append(Example(u.utt, transcript, tag, target, lang, text))
+            pairs = [(i, u.translation[lang]) for i, u in enumerate(utts)]
+            if kd:
+                pairs += [(i, u.translation_kd[lang]) for i, u in enumerate(utts)
+                          if u.translation_kd.get(lang, u.translation[lang]) != u.translation[lang]]
+            pieces = self.targets.encode([text for _, text in pairs])
+            for (i, text), target in zip(pairs, pieces, strict=True):
+                if utts[i].utt.duration <= max_duration and 0 < len(target) <= limit:
+                    out.append(Example(utts[i].utt, transcripts[i], tag, target, lang, text))
         if not out:
             raise DataError(f"{Path(self.cfg.data.dir) / self.cfg.data.train}: no usable examples")
         return out
