@@ -19,6 +19,8 @@ from transduce.cli.config import load_recipe
 from transduce.cli.main import main
 from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig, to_dict
 from transduce.data.manifest import read_manifest
+from transduce.data.speech_batching import SpeechCollator
+from transduce.data.st_batching import STCollator
 from transduce.data.tokenizer import BOS, EOS, PAD, train_sentencepiece
 from transduce.data.tones import SYMBOLS, write_tone_translations
 from transduce.decoding.tagged import tagged_beam_search
@@ -343,3 +345,20 @@ def test_kd_targets_are_extra_training_examples(trained: Path, tmp_path: Path) -
     assert sizes[True] == sizes[False] + 5 and len(distilled) == 5
     assert {e.lang for e in distilled} == {"de"} and {e.tag for e in distilled} == {task.tags[0]}
     assert len(task.valid) == 2 * 12  # dev examples are the references only
+
+
+def test_training_batches_are_augmented_as_speech_batches(trained: Path, tmp_path: Path) -> None:
+    """Speed perturbation and SpecAugment as the speech task's (data/augment.py), reproducible from (seed, epoch,
+    indices); the decoder side is untouched. Features are 100 frames a second."""
+    masked = STTask(load_recipe(RECIPE, [f"data.dir={trained / 'data'}"]), tmp_path / "a", quiet)
+    speech = SpeechCollator([e.utt for e in masked.train], [e.transcript for e in masked.train], fbank=masked.fbank)
+    plain = STCollator(speech, [(e.tag, e.target) for e in masked.train])([0, 1])
+    train = masked.collator(True, epoch=3)([0, 1])
+    assert torch.equal(plain.feat_lens, train.feat_lens) and not torch.equal(plain.feats, train.feats)
+    assert torch.equal(train.feats, masked.collator(True, epoch=3)([0, 1]).feats)
+    cfg = load_recipe(RECIPE, [f"data.dir={trained / 'data'}", "data.speed_factors=[1.25]"])
+    fast = STTask(cfg, tmp_path / "b", quiet).collator(True, epoch=3)([0, 1])
+    seconds = [e.utt.duration for e in masked.train[:2]]
+    assert all(abs(n - 100 * d / 1.25) < 3 for n, d in zip(fast.feat_lens.tolist(), seconds, strict=True))
+    assert all(abs(n - 100 * d) < 3 for n, d in zip(plain.feat_lens.tolist(), seconds, strict=True))
+    assert torch.equal(fast.tgt_in, plain.tgt_in) and torch.equal(fast.transcripts, plain.transcripts)
