@@ -108,6 +108,8 @@ class TrainConfig:
     """Under torchrun: ddp (replicated model), fsdp (FSDP2 sharding, sharded checkpoints), tp (tensor parallel:
     attention heads and feed-forward features split over the processes) or pp (pipeline parallel: layers split
     into one stage per process, train.microbatches). tp and pp: every process sees the same batches."""
+    microbatches: int = 1
+    """pp: pieces each batch is split into along the batch, pipelined through the stages (GPipe)."""
     log_every: int = 50
     """Updates between log lines in metrics.jsonl."""
     eval_every: int = 500

@@ -114,7 +114,42 @@ def tp_job(out: Path) -> None:
     dist.barrier()
 
 
-JOBS = {"tp": tp_job}
+def pp_job(out: Path) -> None:
+    """Pipeline parallel, 2 stages, 2 microbatches: 3 steps recorded (every stage's part gathered), a checkpoint
+    saved, the one-process checkpoint loaded and its loss on the first batch."""
+    import torch.distributed as dist
+
+    from transduce.train.distributed import init_distributed
+    from transduce.train.pipeline import Pipeline, gather_state
+
+    ctx = init_distributed("cpu", "pp")
+
+    def staged(seed: int) -> tuple[TransformerSeq2Seq, Pipeline, torch.optim.Optimizer]:
+        model = tiny_model(seed)
+        pipeline = Pipeline(SequenceLoss(model, epsilon=0.1, ignore_index=0), ctx, microbatches=2)
+        return model, pipeline, adam(model, foreach=True)
+
+    def step(model: torch.nn.Module, batch: Batch) -> float:
+        return pipeline.step(batch, int((batch[3] != 0).sum()), finish=True)[0].item()
+
+    model, pipeline, optimizer = staged(0)
+    record = train_steps(model, optimizer, step)
+    for key in ("grads", "params"):  # every stage's own parameters
+        record[key] = {k: v for part in ctx.gather(record[key]) for k, v in part.items()}
+    model_state, optim_state = gather_state(model, optimizer, ctx)
+    fresh, pipeline, fresh_optimizer = staged(7)
+    single = torch.load(out / "single_checkpoint.pt", weights_only=True)
+    ckpt.load_into(fresh, fresh_optimizer, single["model"], single["optimizer"])
+    batch = tiny_batches()[0]
+    with torch.no_grad():
+        record["loaded_loss"] = pipeline.step(batch, 1, finish=False)[0].item()
+    if ctx.is_main:
+        torch.save({"model": model_state, "optimizer": optim_state}, out / "pp_checkpoint.pt")
+        torch.save(record, out / "pp.pt")
+    dist.barrier()
+
+
+JOBS = {"tp": tp_job, "pp": pp_job}
 
 
 def worker(plan: list[dict[str, Any]]) -> None:
@@ -158,6 +193,7 @@ def single() -> dict[str, Any]:
     record["checkpoint"] = {"model": model_state, "optimizer": optim_state}
     with torch.no_grad():
         record["logits"] = model(*tiny_batches()[0][:3])
+        record["loaded_loss"] = SequenceLoss(model, epsilon=0.1, ignore_index=0)(*tiny_batches()[0])[0].item()
     return record
 
 
@@ -165,8 +201,9 @@ def single() -> dict[str, Any]:
 def launched(tmp_path_factory, data: Path, single: dict[str, Any]) -> Path:
     out = tmp_path_factory.mktemp("workers")
     torch.save(single["checkpoint"], out / "single_checkpoint.pt")
-    plan = [{"kind": "tp", "out": str(out)},
-            {"kind": "train", "argv": trainer_argv(data, out / "tp_run", "tp")}]
+    plan = [{"kind": "tp", "out": str(out)}, {"kind": "pp", "out": str(out)},
+            {"kind": "train", "argv": trainer_argv(data, out / "tp_run", "tp")},
+            {"kind": "train", "argv": [*trainer_argv(data, out / "pp_run", "pp"), "--set", "train.microbatches=2"]}]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
            json.dumps(plan)]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -196,20 +233,49 @@ def test_tp_checkpoints_load_both_ways(launched: Path, single: dict[str, Any]) -
     torch.testing.assert_close(tp["loaded_logits"], single["logits"], rtol=1e-5, atol=1e-5)
 
 
-def test_tp_trainer_equals_single_process(launched: Path, data: Path, tmp_path: Path) -> None:
+def test_pp_same_loss_gradients_and_parameters(launched: Path, single: dict[str, Any]) -> None:
+    pp = torch.load(launched / "pp.pt", weights_only=True)
+    assert pp["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    assert_close(pp["grads"], single["grads"])
+    assert_close(pp["params"], single["params"])
+
+
+def test_pp_checkpoints_load_both_ways(launched: Path, single: dict[str, Any]) -> None:
+    saved = torch.load(launched / "pp_checkpoint.pt", weights_only=True)  # gathered from both stages
+    model = tiny_model(seed=7)
+    optimizer = adam(model, foreach=True)
+    ckpt.load_into(model, optimizer, saved["model"], saved["optimizer"])
+    assert_close({n: p.detach() for n, p in model.named_parameters()}, single["params"])
+    reference = single["checkpoint"]["optimizer"]["state"]
+    assert saved["optimizer"]["state"].keys() == reference.keys()
+    for name, state in saved["optimizer"]["state"].items():
+        assert_close(state, reference[name], names={"exp_avg", "exp_avg_sq"})
+    pp = torch.load(launched / "pp.pt", weights_only=True)  # the one-process checkpoint loaded on 2 stages
+    assert pp["loaded_loss"] == pytest.approx(single["loaded_loss"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory, data: Path) -> Path:
     from transduce.cli.main import main
 
-    assert main(["train", *trainer_argv(data, tmp_path / "single", "ddp")]) == 0
+    run = tmp_path_factory.mktemp("single_run") / "run"
+    assert main(["train", *trainer_argv(data, run, "ddp")]) == 0
+    return run
 
+
+@pytest.mark.parametrize("parallel", ["tp", "pp"])
+def test_trainer_equals_single_process(parallel: str, launched: Path, single_run: Path) -> None:
+    """``transduce train`` under torchrun: the same tokens and losses logged at every update, the same weights."""
     def logged(run: Path) -> list[tuple[int, float, float]]:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         return [(r["update"], r["tokens"], r["loss"]) for r in rows if r["kind"] == "train"]
 
-    tp, reference = logged(launched / "tp_run"), logged(tmp_path / "single")
-    assert [r[:2] for r in tp] == [r[:2] for r in reference] and len(tp) == 3
-    assert [r[2] for r in tp] == pytest.approx([r[2] for r in reference], rel=1e-5)
-    weights = ckpt.load(launched / "tp_run" / "checkpoints" / "step_3.pt")["model"]
-    assert_close(weights, ckpt.load(tmp_path / "single" / "checkpoints" / "step_3.pt")["model"])
+    run = launched / f"{parallel}_run"
+    mine, reference = logged(run), logged(single_run)
+    assert [r[:2] for r in mine] == [r[:2] for r in reference] and len(mine) == 3
+    assert [r[2] for r in mine] == pytest.approx([r[2] for r in reference], rel=1e-5)
+    weights = ckpt.load(run / "checkpoints" / "step_3.pt")["model"]
+    assert_close(weights, ckpt.load(single_run / "checkpoints" / "step_3.pt")["model"])
 
 
 # ---- configuration errors (one process) --------------------------------------------------------------------
@@ -224,6 +290,23 @@ def test_tp_plan_errors_name_the_field() -> None:
         tp_plan(tiny_model(ffn_dim=63), 2)
     with pytest.raises(ConfigError, match="model.positions"):
         tp_plan(tiny_model(positions="shaw"), 2)
+
+
+def test_pp_stages_and_errors() -> None:
+    from transduce.train.distributed import DistContext
+    from transduce.train.pipeline import Pipeline, split_layers
+
+    assert split_layers(5, 2) == [range(0, 3), range(3, 5)]
+    assert split_layers(4, 4) == [range(i, i + 1) for i in range(4)]
+    with pytest.raises(ConfigError, match=r"pp over 5 processes needs at least 5 layers.*model.encoder_layers"):
+        split_layers(4, 5)
+    loss = SequenceLoss(tiny_model(), epsilon=0.1, ignore_index=0)
+    with pytest.raises(ConfigError, match="train.microbatches: must be >= 1, got 0"):
+        Pipeline(loss, DistContext(), microbatches=0)
+    with pytest.raises(ConfigError, match="train.precision: fp16"):
+        Pipeline(loss, DistContext(), microbatches=2, precision="fp16")
+    with pytest.raises(ConfigError, match="train.parallel: pp"):
+        Pipeline(torch.nn.Linear(2, 2), DistContext(), microbatches=2)
 
 
 def test_unknown_parallel_value() -> None:

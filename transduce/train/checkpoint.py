@@ -105,8 +105,27 @@ def load_into(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict[
     if missing or unexpected:  # (the state-dict API would keep the model's values for missing names)
         raise MismatchError(f"the weights do not fit the model: missing {sorted(missing)}, "
                             f"unexpected {sorted(unexpected)}")
-    set_state_dict(model, optimizer, model_state_dict={k: v for k, v in weights.items() if k not in aliases},
-                   optim_state_dict=optimizer_state, options=StateDictOptions(full_state_dict=True, strict=False))
+    weights = {k: v for k, v in weights.items() if k not in aliases}
+    held_weights, optimizer_state = _held_part(model, optimizer, weights, optimizer_state)
+    if held_weights is not weights:  # a pipeline stage: the state-dict API would assign new tensors next to
+        model.load_state_dict(held_weights, strict=False)  # meta ones, untying the shared embedding
+        weights = {}
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optimizer_state,
+                   options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def _held_part(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, Any],
+               optimizer_state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weights and optimizer state of the parameters this process holds: all of them, except on a stage of
+    a pipeline (train/pipeline.py), whose optimizer holds its stage's parameters and the others are meta tensors."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = {name for name, p in model.named_parameters() if id(p) in held}
+    if len(names) == len(list(model.parameters())):
+        return weights, optimizer_state
+    meta = {name for name, t in model.state_dict(keep_vars=True).items() if t.is_meta}
+    groups = [{**g, "params": [n for n in g["params"] if n in names]} for g in optimizer_state["param_groups"]]
+    return ({k: v for k, v in weights.items() if k not in meta},
+            {"state": {k: v for k, v in optimizer_state["state"].items() if k in names}, "param_groups": groups})
 
 
 def write_latest(folder: str | Path, name: str) -> None:

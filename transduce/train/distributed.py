@@ -107,7 +107,7 @@ def wrap_for_parallel(module: nn.Module, ctx: DistContext, kind: str, device: to
     FSDP2: ``fully_shard`` on each of ``model.fsdp_units()``, then on ``module`` (the root unit takes every
     other parameter). Parameters, gradients and optimizer state are split over ranks and gathered
     unit by unit."""
-    if not ctx.active:
+    if not ctx.active or kind == "pp":  # pp: the trainer's Pipeline (train/pipeline.py) runs the stages
         return module
     if kind == "tp":
         from transduce.train.tensor_parallel import parallelize

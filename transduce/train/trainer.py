@@ -30,6 +30,7 @@ from transduce.train.distributed import init_distributed, skip_grad_sync, wrap_f
 from transduce.train.export import export_model
 from transduce.train.finetune import load_initial_weights, share_tokenizers
 from transduce.train.interrupt import GracefulStop
+from transduce.train.pipeline import Pipeline, gather_state
 from transduce.train.precision import Precision, detect_hardware, resolve_precision
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
@@ -128,6 +129,10 @@ class Trainer:
         self._eval_copy: torch.nn.Module | None = None
         self.step_module = wrap_for_parallel(self.task.loss_module(self.model, self.autocast),
                                              self.dist, cfg.train.parallel, self.device, model=self.model)
+        self.pipeline: Pipeline | None = None  # pp: this rank's stage; the other parameters become meta tensors
+        if self.model_parallel and cfg.train.parallel == "pp":
+            self.pipeline = Pipeline(self.step_module, self.dist, microbatches=cfg.train.microbatches,
+                                     precision=precision)
         self.optimizer = self._optimizer()  # after sharding: FSDP replaces parameters by DTensors
         if self.dist.active:
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.dp_rank)  # distinct dropout per data rank
@@ -141,7 +146,8 @@ class Trainer:
         # (PyTorch picks it by default on CUDA only); the same arithmetic as the loop. Not under tp: one
         # multi-tensor kernel cannot take its mix of split (DTensor) and whole parameters
         foreach = not (self.model_parallel and self.cfg.train.parallel == "tp")
-        return kinds[o.name](self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+        params = [p for p in self.model.parameters() if not p.is_meta]  # pp: the stage's own
+        return kinds[o.name](params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                              weight_decay=o.weight_decay, foreach=foreach)
 
     # ---- checkpoints -------------------------------------------------------------------
@@ -151,7 +157,8 @@ class Trainer:
         Weights and optimizer state are keyed by parameter name, so any world size can load them."""
         stem = name or f"step_{self.state.update}"
         whole = StateDictOptions(full_state_dict=True) if self.model_parallel else None  # gathered on every rank
-        model_state, optim_state = get_state_dict(self.model, self.optimizer, options=whole)  # collective if split
+        model_state, optim_state = (gather_state(self.model, self.optimizer, self.dist) if self.pipeline else
+                                    get_state_dict(self.model, self.optimizer, options=whole))  # collective if split
         extras = {"progress": vars(self.state), "rng": torch.get_rng_state(), "config": to_dict(self.cfg),
                   "rank_rngs": self.dist.gather(torch.get_rng_state()),  # dropout streams of every rank
                   "scaler": self.precision.state_dict(),
@@ -226,9 +233,12 @@ class Trainer:
             last = i == len(mine) - 1
             with skip_grad_sync(self.step_module, skip=not last):
                 batch = batch.to(self.device)
-                loss, nll = self.step_module(*batch.inputs())
-                # DDP averages gradients over ranks: scale by W so the result is sum / tokens
-                self.precision.backward(loss * self.data.world / tokens)
+                if self.pipeline is not None:  # pp: forward and backward through the stages, microbatch by microbatch
+                    loss, nll = self.pipeline.step(batch.inputs(), tokens, finish=last)
+                else:
+                    loss, nll = self.step_module(*batch.inputs())
+                    # DDP averages gradients over ranks: scale by W so the result is sum / tokens
+                    self.precision.backward(loss * self.data.world / tokens)
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
         loss_sum, nll_sum = self.data.sum([loss_sum, nll_sum], self.device)
         if not math.isfinite(loss_sum):
@@ -237,7 +247,9 @@ class Trainer:
         lr = learning_rate(self.cfg.optim, self.state.update + 1)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        applied = self.precision.step(self.optimizer, self.model.parameters(), self.cfg.train.clip_norm)
+        clip = self.cfg.train.clip_norm  # pp: clipped here over every stage's gradients, 0 left to do
+        clip = self.pipeline.clip_grad_norm(clip) if self.pipeline is not None else clip
+        applied = self.precision.step(self.optimizer, self.model.parameters(), clip)
         self.optimizer.zero_grad(set_to_none=True)
         if not applied:
             self.state.skipped_overflow += 1
@@ -293,7 +305,8 @@ class Trainer:
         weights, so each rank decodes its share of the dev set (model parallel: all of it) without collectives."""
         if not (self.sharded or self.model_parallel):
             return self.model
-        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+        full = (gather_state(self.model, self.optimizer, self.dist)[0] if self.pipeline else
+                get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True)))
         if self._eval_copy is None:
             self._eval_copy = self.task.build_model().to(self.device)
         self._eval_copy.load_state_dict(full)
