@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transduce.nn.attention import attend
+from transduce.nn.conformer_ops import depthwise_conv, rel_position_attention
+from transduce.nn.conformer_ops import rel_shift as rel_shift  # re-exported: its home was here
 from transduce.nn.ffn import FeedForward
 from transduce.nn.local_attention import LocalWindow, local_attention
 from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
@@ -42,23 +43,10 @@ def relative_positions(query_len: int, key_len: int, dim: int, device: torch.dev
     return sinusoids(torch.arange(key_len - 1, -query_len, -1, device=device), dim)
 
 
-def rel_shift(scores: Tensor) -> Tensor:
-    """(B, H, T, R) scores against distances S-1..-(T-1) -> (B, H, T, S) scores against keys.
-
-    Query t sits at absolute frame S - T + t, so key s is at distance S - T + t - s, which is column
-    T - 1 - t + s of the input: a strided view (Transformer-XL's shift, as in icefall's zipformer).
-    """
-    b, h, t, r = scores.shape
-    s = r - t + 1
-    scores = scores.contiguous()
-    sb, sh, _, _ = scores.stride()
-    return scores.as_strided((b, h, t, s), (sb, sh, r - 1, 1), scores.storage_offset() + t - 1)
-
-
 class RelPositionMultiHeadAttention(nn.Module):
     """Self-attention with Transformer-XL relative positions (ESPnet ``RelPositionMultiHeadedAttention``):
-    score(t, s) = ((q_t + u) . k_s + (q_t + v) . W_pos r(t - s)) / sqrt(E), computed through SDPA with the
-    positional term as a float bias (masked entries -inf)."""
+    score(t, s) = ((q_t + u) . k_s + (q_t + v) . W_pos r(t - s)) / sqrt(E), written out
+    (``conformer_ops.rel_position_attention``)."""
 
     def __init__(self, dim: int, heads: int, *, dropout: float = 0.0) -> None:
         super().__init__()
@@ -88,14 +76,11 @@ class RelPositionMultiHeadAttention(nn.Module):
         k, v = (self._split(y) for y in self.kv_proj(x).chunk(2, dim=-1))  # (B, H, T, E) each
         kv = KVCache(k, v) if cache is None else cache.append(k, v)  # (B, H, S, E)
         r, d = pos.shape
-        p = self.pos_proj(pos).view(r, self.heads, d // self.heads).transpose(0, 1)  # (H, R, E)
-        bd = rel_shift((q + self.pos_bias_v[:, None]) @ p.transpose(1, 2))  # (B, H, T, S)
-        bias = bd / math.sqrt(q.size(-1))
+        p = self.pos_proj(pos).view(r, self.heads, d // self.heads).permute(1, 2, 0)  # (H, E, R)
         if mask is not None:
-            mask = mask[:, None] if mask.dim() == 3 else mask  # (B, 1, T|1, S)
-            bias = bias.masked_fill(~attendable(mask), float("-inf"))
-        out = attend(q + self.pos_bias_u[:, None], kv.keys, kv.values, attn_mask=bias,
-                     dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, E)
+            mask = attendable(mask[:, None] if mask.dim() == 3 else mask)  # (B, 1, T|1, S)
+        out = rel_position_attention(q + self.pos_bias_u[:, None], q + self.pos_bias_v[:, None], kv.keys, kv.values,
+                                     p, mask, dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, E)
         b, h, t, e = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), kv  # (B, T, D)
 
@@ -113,7 +98,9 @@ class RelPositionMultiHeadAttention(nn.Module):
 
 
 class ConvolutionModule(nn.Module):
-    """Pointwise conv -> GLU -> depthwise conv -> norm -> Swish -> pointwise conv. (B, T, D) -> (B, T, D).
+    """Pointwise conv -> GLU -> depthwise conv -> norm -> Swish -> pointwise conv. (B, T, D) -> (B, T, D), computed
+    in (B, T, D) layout throughout (pointwise convs as linear layers on their (D', D, 1) weights, the depthwise one
+    channels-last: ``conformer_ops.depthwise_conv``).
 
     Padded frames are zeroed before the depthwise conv, so they act like the conv's own zero padding.
     ``causal`` pads K - 1 frames on the left only (output t sees inputs <= t); ``norm="layer"`` is the
@@ -138,22 +125,22 @@ class ConvolutionModule(nn.Module):
     def forward(self, x: Tensor, pad_mask: Tensor | None = None, cache: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, T, D), pad_mask (B, T) True on real frames, cache (B, D, K - 1) of the frames before x
         (causal only). Returns (B, T, D) and the new cache (B, D, K - 1), empty when not causal."""
-        h = F.glu(self.pointwise_in(x.transpose(1, 2)), dim=1)  # (B, 2D, T) -> (B, D, T)
+        h = F.glu(F.linear(x, self.pointwise_in.weight[..., 0], self.pointwise_in.bias), dim=-1)  # (B, T, 2D) -> D
         if pad_mask is not None:
-            h = h.masked_fill(~pad_mask[:, None, :], 0.0)
+            h = h.masked_fill(~pad_mask[..., None], 0.0)
         if cache is not None:
             if not self.causal:
                 raise ValueError("a convolution cache needs causal=True")
-            h = torch.cat([cache, h], dim=2)  # (B, D, K - 1 + T)
-        else:
-            h = F.pad(h, (self.left, self.right))  # (B, D, K - 1 + T)
-        new_cache = h[:, :, h.size(2) - self.left :] if self.causal else h[:, :, :0]
-        h = self.depthwise(h)  # (B, D, T)
-        if isinstance(self.norm, nn.LayerNorm):
-            h = self.norm(h.transpose(1, 2)).transpose(1, 2)
-        else:
-            h = self.norm(h)
-        return self.pointwise_out(F.silu(h)).transpose(1, 2), new_cache  # (B, T, D)
+            h = torch.cat([cache.transpose(1, 2), h], dim=1)  # (B, K - 1 + T, D)
+        elif self.causal:
+            h = F.pad(h, (0, 0, self.left, 0))  # (B, K - 1 + T, D)
+        new_cache = h[:, h.size(1) - self.left :] if self.causal else h[:, :0]  # (B, K - 1 | 0, D)
+        h = depthwise_conv(h, self.depthwise.weight, self.depthwise.bias, 0 if self.causal else self.left)  # (B, T, D)
+        h = self.norm(h) if isinstance(self.norm, nn.LayerNorm) else self.norm(h.transpose(1, 2)).transpose(1, 2)
+        out = F.linear(F.silu(h), self.pointwise_out.weight[..., 0], self.pointwise_out.bias)  # (B, T, D)
+        # in the (B, D, T) memory layout of a Conv1d output, as before: a dropout after this module fills its mask
+        # in memory order, so training draws the same masks as the convolution form did
+        return out.transpose(1, 2).contiguous().transpose(1, 2), new_cache.transpose(1, 2)  # (B, D, K - 1 | 0)
 
 
 class ConformerBlock(nn.Module):
