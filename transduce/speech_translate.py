@@ -79,6 +79,11 @@ class SpeechTranslator:
         return cls(model, Tokenizer(folder.file(TRANSCRIPT_TOKENIZER)),  # type: ignore[arg-type]
                    Tokenizer(folder.file(TARGET_TOKENIZER)), cfg, folder.card, device)
 
+    def chunk_frames(self, chunk_ms: float) -> int:
+        """Milliseconds of audio -> encoder frames per attention chunk (at least 1)."""
+        seconds_per_frame = self.fbank.cfg.frame_shift / self.sample_rate * self.config.model.subsampling
+        return max(1, round(chunk_ms / 1000 / seconds_per_frame))
+
     def tag(self, lang: str | None) -> int:
         """The decoder's first token for ``lang`` (None: the model's first language); an unknown language is a
         UsageError naming the model's languages."""

@@ -198,6 +198,10 @@ def test_cli_evaluate_scores_against_the_manifest(trained: Path, capsys) -> None
     hyps = SpeechTranslator.load(trained / "run").translate([u.audio for u in read_manifest(manifest)], "de")
     assert result["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
     assert {"chrf", "bleu_tok_lc"} <= set(result)
+    code, out, _ = run_cli([*args, "--chunk-ms", "160"], capsys)  # 4 encoder frames of 40 ms
+    assert code == 0 and json.loads(out)["chunk_size"] == 4
+    chunked = SpeechTranslator.load(trained / "run").translate([u.audio for u in read_manifest(manifest)], chunk_size=4)
+    assert json.loads(out)["bleu"] == round(sacrebleu.corpus_bleu(chunked, [refs]).score, 2)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -206,6 +210,7 @@ def test_cli_evaluate_scores_against_the_manifest(trained: Path, capsys) -> None
     (["translate", "--manifest", "{m}", "a.wav"], "audio files given as arguments or the utterances of --manifest"),
     (["translate", "--truecase", "none", "--manifest", "{m}"], "leave out --truecase"),
     (["evaluate"], "evaluates the utterances of a speech translation --manifest"),
+    (["evaluate", "--mode", "joint", "--manifest", "{m}"], "translates speech end to end; leave out --mode"),
 ])
 def test_cli_errors_are_one_line(trained: Path, capsys, argv: list[str], message: str) -> None:
     args = [a.format(m=trained / "data" / "dev.jsonl") for a in argv]

@@ -151,7 +151,8 @@ def _load_e2e(args: argparse.Namespace) -> tuple[Any, dict[str, object]]:
     from transduce.speech_translate import SpeechTranslator
 
     clashing = [name for name in ("input", "ensemble", "rerank", "rerank_weight", "rerank_weights", "plot_attention",
-                                  "coverage_penalty", "src", "ref", "ref_tok", "quantize", "truecase")
+                                  "coverage_penalty", "src", "ref", "ref_tok", "quantize", "truecase", "mode",
+                                  "ctc_weight", "reverse_weight", "token_prune", "report", "lang")
                 if getattr(args, name, None)]
     if clashing:
         raise UsageError(f"{args.model} translates speech end to end; leave out --{clashing[0].replace('_', '-')}")
@@ -159,8 +160,10 @@ def _load_e2e(args: argparse.Namespace) -> tuple[Any, dict[str, object]]:
         raise UsageError(f"{args.model}: speech translation prints one translation per utterance; leave out --nbest")
     translator = SpeechTranslator.load(args.model)
     translator.tag(args.tgt_lang)  # an unknown language fails before any audio is read
-    overrides = {name: getattr(args, name) for name in ("beam", "len_penalty", "batch_size")
+    overrides = {name: getattr(args, name) for name in ("beam", "len_penalty", "batch_size", "left_chunks")
                  if getattr(args, name, None) is not None}
+    if getattr(args, "chunk_ms", None):  # evaluate: the streaming-equivalent chunk mask on the encoder
+        overrides["chunk_size"] = translator.chunk_frames(args.chunk_ms)
     return translator, overrides
 
 
@@ -208,7 +211,8 @@ def evaluate_e2e(args: argparse.Namespace) -> int:
         "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
         "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
         "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1),
-        "beam": overrides.get("beam", translator.config.decode.beam), "seconds": round(seconds, 2),
+        "beam": overrides.get("beam", translator.config.decode.beam),
+        "chunk_size": overrides.get("chunk_size", translator.config.decode.chunk_size), "seconds": round(seconds, 2),
         "rtf": round(seconds / audio_seconds, 4),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
