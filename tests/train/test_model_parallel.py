@@ -183,6 +183,10 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def single() -> dict[str, Any]:
+    return one_process()
+
+
+def one_process() -> dict[str, Any]:
     """The one-process run of ``train_steps`` and its checkpoint (full state dicts)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -203,7 +207,9 @@ def launched(tmp_path_factory, data: Path, single: dict[str, Any]) -> Path:
     torch.save(single["checkpoint"], out / "single_checkpoint.pt")
     plan = [{"kind": "tp", "out": str(out)}, {"kind": "pp", "out": str(out)},
             {"kind": "train", "argv": trainer_argv(data, out / "tp_run", "tp")},
-            {"kind": "train", "argv": [*trainer_argv(data, out / "pp_run", "pp"), "--set", "train.microbatches=2"]}]
+            {"kind": "train", "argv": [*trainer_argv(data, out / "pp_run", "pp"), "--set", "train.microbatches=2"]},
+            {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "tp"), "--set", "train.max_updates=2"]},
+            {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "pp"), "--resume"]}]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
            json.dumps(plan)]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -263,9 +269,10 @@ def single_run(tmp_path_factory, data: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("parallel", ["tp", "pp"])
+@pytest.mark.parametrize("parallel", ["tp", "pp", "switch"])
 def test_trainer_equals_single_process(parallel: str, launched: Path, single_run: Path) -> None:
-    """``transduce train`` under torchrun: the same tokens and losses logged at every update, the same weights."""
+    """``transduce train`` under torchrun: the same tokens and losses logged at every update, the same weights.
+    switch: 2 updates under tp, resumed under pp for the third."""
     def logged(run: Path) -> list[tuple[int, float, float]]:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         return [(r["update"], r["tokens"], r["loss"]) for r in rows if r["kind"] == "train"]
