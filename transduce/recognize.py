@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from transduce.streaming.vad import SileroVAD
 
 MODES = ("ctc", "attention", "joint", "rescore")
+SHAPE_STEP = 64
+"""Feature frames (0.64 s) that batch lengths are rounded up to (masked padding)."""
 
 Audio = str | Path | Tensor
 """A file path, or a 1-D float waveform already at the model's sample rate."""
@@ -191,8 +194,11 @@ class Recognizer:
 
     @torch.no_grad()
     def encode(self, feats: list[Tensor], cfg: CTCDecodeConfig) -> tuple[Tensor, Tensor]:
-        """B feature matrices -> encoder output (B, T', D) and lengths (B,), on the model's device."""
+        """B feature matrices -> encoder output (B, T', D) and lengths (B,), on the model's device. The batch is
+        padded to a multiple of ``SHAPE_STEP`` frames: oneDNN keeps compiled kernels per input shape, so a long
+        recording cut into pieces of every length would otherwise grow memory piece after piece."""
         x, lens = pad_features(feats)
+        x = F.pad(x, (0, 0, 0, -x.size(1) % SHAPE_STEP))  # (B, T, F), T a multiple of SHAPE_STEP
         window = self.local_window(x.size(1), cfg)
         if window is not None:
             return self.model.encode(x.to(self.device), lens.to(self.device), window=window)
