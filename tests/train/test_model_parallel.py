@@ -174,6 +174,25 @@ def trainer_argv(data: Path, run: Path, parallel: str) -> list[str]:
             "--set", "optim.eps=1e-4"]  # as ``adam``
 
 
+def hybrid_argv(data: Path, run: Path, parallel: str) -> list[str]:
+    """A Conformer CTC/attention hybrid (2 heads, relative positions, two attention decoders), 2 updates. Chunk
+    sizes of dynamic chunk training are drawn from each process's RNG: full context here. Adam eps as ``adam``."""
+    return [str(ROOT / "recipes" / "tiny-tones-hybrid.yaml"), "--out", str(run), "--no-progress",
+            "--set", f"data.dir={data}", "--set", "train.max_updates=2", "--set", "train.update_freq=2",
+            "--set", "train.max_tokens=1000", "--set", "train.eval_every=2", "--set", "train.log_every=1",
+            "--set", "train.threads=1", "--set", f"train.parallel={parallel}", "--set", "model.dynamic_chunk=false",
+            "--set", "optim.eps=1e-4"]
+
+
+@pytest.fixture(scope="module")
+def speech_data(tmp_path_factory) -> Path:
+    from transduce.data.tones import write_tones
+
+    folder = tmp_path_factory.mktemp("tones") / "data"
+    write_tones(folder, train=40, valid=4)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     from transduce.data.toy import write_toy
@@ -202,14 +221,15 @@ def one_process() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory, data: Path, single: dict[str, Any]) -> Path:
+def launched(tmp_path_factory, data: Path, speech_data: Path, single: dict[str, Any]) -> Path:
     out = tmp_path_factory.mktemp("workers")
     torch.save(single["checkpoint"], out / "single_checkpoint.pt")
     plan = [{"kind": "tp", "out": str(out)}, {"kind": "pp", "out": str(out)},
             {"kind": "train", "argv": trainer_argv(data, out / "tp_run", "tp")},
             {"kind": "train", "argv": [*trainer_argv(data, out / "pp_run", "pp"), "--set", "train.microbatches=2"]},
             {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "tp"), "--set", "train.max_updates=2"]},
-            {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "pp"), "--resume"]}]
+            {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "pp"), "--resume"]},
+            {"kind": "train", "argv": hybrid_argv(speech_data, out / "hybrid_run", "tp")}]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
            json.dumps(plan)]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -269,20 +289,32 @@ def single_run(tmp_path_factory, data: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("parallel", ["tp", "pp", "switch"])
-def test_trainer_equals_single_process(parallel: str, launched: Path, single_run: Path) -> None:
-    """``transduce train`` under torchrun: the same tokens and losses logged at every update, the same weights.
-    switch: 2 updates under tp, resumed under pp for the third."""
+def assert_same_training(run: Path, reference: Path, updates: int) -> None:
+    """The same tokens and losses logged at every update, the same weights at the end."""
     def logged(run: Path) -> list[tuple[int, float, float]]:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         return [(r["update"], r["tokens"], r["loss"]) for r in rows if r["kind"] == "train"]
 
-    run = launched / f"{parallel}_run"
-    mine, reference = logged(run), logged(single_run)
-    assert [r[:2] for r in mine] == [r[:2] for r in reference] and len(mine) == 3
-    assert [r[2] for r in mine] == pytest.approx([r[2] for r in reference], rel=1e-5)
-    weights = ckpt.load(run / "checkpoints" / "step_3.pt")["model"]
-    assert_close(weights, ckpt.load(single_run / "checkpoints" / "step_3.pt")["model"])
+    mine, expected = logged(run), logged(reference)
+    assert [r[:2] for r in mine] == [r[:2] for r in expected] and len(mine) == updates
+    assert [r[2] for r in mine] == pytest.approx([r[2] for r in expected], rel=1e-5)
+    weights = ckpt.load(run / "checkpoints" / f"step_{updates}.pt")["model"]
+    assert_close(weights, ckpt.load(reference / "checkpoints" / f"step_{updates}.pt")["model"])
+
+
+@pytest.mark.parametrize("parallel", ["tp", "pp", "switch"])
+def test_trainer_equals_single_process(parallel: str, launched: Path, single_run: Path) -> None:
+    """``transduce train`` under torchrun equals one process. switch: 2 updates under tp, resumed under pp."""
+    assert_same_training(launched / f"{parallel}_run", single_run, 3)
+
+
+def test_tp_conformer_hybrid_trainer_equals_single_process(launched: Path, speech_data: Path, tmp_path: Path) -> None:
+    from transduce.cli.main import main
+
+    assert main(["train", *hybrid_argv(speech_data, tmp_path / "single", "ddp")]) == 0
+    saved = ckpt.load(launched / "hybrid_run" / "checkpoints" / "step_2.pt")["model"]
+    assert "encoder.blocks.0.attn.pos_bias_u" in saved and "decoder.layers.0.self_attn.kv_proj.weight" in saved
+    assert_same_training(launched / "hybrid_run", tmp_path / "single", 2)
 
 
 # ---- configuration errors (one process) --------------------------------------------------------------------

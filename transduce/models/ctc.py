@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from transduce.data.tokenizer import BOS, EOS, PAD
 from transduce.models.losses import label_smoothed_nll
-from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
-from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
+from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder, layer_tp_plan
+from transduce.nn.conformer import ConformerEncoder, RelPositionMultiHeadAttention, TransformerSpeechEncoder
 from transduce.nn.local_attention import LocalWindow
 from transduce.nn.masks import padding_mask
 from transduce.nn.state import DecoderState
@@ -215,6 +215,18 @@ class CTCModel(nn.Module):
         blocks = self.encoder.blocks if isinstance(self.encoder, ConformerEncoder) else self.encoder.layers
         decoders = [d for d in (self.decoder, self.reverse_decoder) if d is not None]
         return [*blocks, *(layer for decoder in decoders for layer in decoder.layers)]
+
+    def tp_plan(self) -> dict[str, str]:
+        """What tensor parallelism (train/tensor_parallel.py) splits over ranks: Transformer attention and
+        feed-forward blocks as ``layer_tp_plan`` (the Conformer's feed-forward blocks, the decoders); Conformer
+        self-attention likewise, with its position projection colwise and its per-head position biases u, v split
+        by rows (heads). Front end, convolution modules, norms, normalizer and CTC head stay whole on every rank."""
+        plan = layer_tp_plan(self)
+        for name, module in self.named_modules():
+            if isinstance(module, RelPositionMultiHeadAttention):
+                plan |= {f"{name}.q_proj": "colwise", f"{name}.kv_proj": "colwise_fused", f"{name}.pos_proj": "colwise",
+                         f"{name}.out_proj": "rowwise", f"{name}.pos_bias_u": "rows", f"{name}.pos_bias_v": "rows"}
+        return plan
 
 
 def ctc_loss(log_probs: Tensor, out_lens: Tensor, targets: Tensor, target_lens: Tensor) -> Tensor:

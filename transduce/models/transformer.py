@@ -223,19 +223,23 @@ class TransformerSeq2Seq(nn.Module):
         return [*self.encoder.layers, *self.decoder.layers]
 
     def tp_plan(self) -> dict[str, str]:
-        """What tensor parallelism (train/tensor_parallel.py) splits over ranks, by module path. Every attention:
-        q_proj colwise (output features split: each rank computes whole heads), the fused kv_proj colwise_fused
-        (each of its key and value halves split so), out_proj rowwise (input features split, outputs summed);
-        every feed-forward block: first Linear colwise, second rowwise. Embeddings (tied to the output
-        projection), norms and positions stay whole on every rank."""
-        plan: dict[str, str] = {}
-        for name, module in self.named_modules():
-            if isinstance(module, MultiHeadAttention):
-                plan |= {f"{name}.q_proj": "colwise", f"{name}.kv_proj": "colwise_fused",
-                         f"{name}.out_proj": "rowwise"}
-            elif isinstance(module, FeedForward):
-                plan |= {f"{name}.net.0": "colwise", f"{name}.net.3": "rowwise"}
-        return plan
+        """What tensor parallelism (train/tensor_parallel.py) splits over ranks: ``layer_tp_plan``. Embeddings
+        (tied to the output projection), norms and positions stay whole on every rank."""
+        return layer_tp_plan(self)
+
+
+def layer_tp_plan(model: nn.Module) -> dict[str, str]:
+    """The tensor-parallel splits of the Transformer attention and feed-forward blocks in ``model``, by module path.
+    Every attention: q_proj colwise (output features split: each rank computes whole heads), the fused kv_proj
+    colwise_fused (each of its key and value halves split so), out_proj rowwise (input features split, outputs
+    summed); every feed-forward block: first Linear colwise, second rowwise."""
+    plan: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, MultiHeadAttention):
+            plan |= {f"{name}.q_proj": "colwise", f"{name}.kv_proj": "colwise_fused", f"{name}.out_proj": "rowwise"}
+        elif isinstance(module, FeedForward):
+            plan |= {f"{name}.net.0": "colwise", f"{name}.net.3": "rowwise"}
+    return plan
 
 
 def _embedding(cfg: TransformerConfig, size: int, pad_id: int) -> nn.Embedding:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from transduce.nn.conformer_ops import depthwise_conv, rel_position_attention
 from transduce.nn.conformer_ops import rel_shift as rel_shift  # re-exported: its home was here
@@ -53,6 +54,7 @@ class RelPositionMultiHeadAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"model size {dim} is not divisible by {heads} heads")
         self.heads = heads
+        self.head_dim = dim // heads
         self.dropout = dropout
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(dim, 2 * dim)
@@ -64,8 +66,14 @@ class RelPositionMultiHeadAttention(nn.Module):
         nn.init.xavier_uniform_(self.pos_bias_v)
 
     def _split(self, x: Tensor) -> Tensor:
-        b, t, d = x.shape
-        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, E)
+        b, t, _ = x.shape  # under tensor parallelism x holds this rank's heads only: H counted from the size
+        return x.view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, H, T, E)
+
+    def _biases(self) -> tuple[Tensor, Tensor]:
+        """pos_bias_u, pos_bias_v (H, E); under tensor parallelism (train/tensor_parallel.py) DTensors split by
+        heads, of which this rank's rows."""
+        u, v = self.pos_bias_u, self.pos_bias_v
+        return (u.to_local(), v.to_local()) if isinstance(u, DTensor) and isinstance(v, DTensor) else (u, v)
 
     def forward(
         self, x: Tensor, pos: Tensor, mask: Tensor | None, cache: KVCache | None = None
@@ -75,11 +83,11 @@ class RelPositionMultiHeadAttention(nn.Module):
         q = self._split(self.q_proj(x))  # (B, H, T, E)
         k, v = (self._split(y) for y in self.kv_proj(x).chunk(2, dim=-1))  # (B, H, T, E) each
         kv = KVCache(k, v) if cache is None else cache.append(k, v)  # (B, H, S, E)
-        r, d = pos.shape
-        p = self.pos_proj(pos).view(r, self.heads, d // self.heads).permute(1, 2, 0)  # (H, E, R)
+        p = self.pos_proj(pos).view(pos.size(0), -1, self.head_dim).permute(1, 2, 0)  # (H, E, R)
         if mask is not None:
             mask = attendable(mask[:, None] if mask.dim() == 3 else mask)  # (B, 1, T|1, S)
-        out = rel_position_attention(q + self.pos_bias_u[:, None], q + self.pos_bias_v[:, None], kv.keys, kv.values,
+        bias_u, bias_v = self._biases()
+        out = rel_position_attention(q + bias_u[:, None], q + bias_v[:, None], kv.keys, kv.values,
                                      p, mask, dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, E)
         b, h, t, e = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), kv  # (B, T, D)
@@ -89,9 +97,9 @@ class RelPositionMultiHeadAttention(nn.Module):
         ``window.distances()``, pad_mask (B, T). Equals ``forward`` with the band mask, in O(T W) memory."""
         q = self._split(self.q_proj(x))  # (B, H, T, E)
         k, v = (self._split(y) for y in self.kv_proj(x).chunk(2, dim=-1))  # (B, H, T, E) each
-        r, d = pos.shape
-        p = self.pos_proj(pos).view(r, self.heads, d // self.heads).transpose(0, 1)  # (H, P, E)
-        out = local_attention(q + self.pos_bias_u[:, None], q + self.pos_bias_v[:, None], k, v, p, pad_mask, window,
+        p = self.pos_proj(pos).view(pos.size(0), -1, self.head_dim).transpose(0, 1)  # (H, P, E)
+        bias_u, bias_v = self._biases()
+        out = local_attention(q + bias_u[:, None], q + bias_v[:, None], k, v, p, pad_mask, window,
                               dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, E)
         b, h, t, e = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * e)), KVCache(k, v)  # (B, T, D)

@@ -3,12 +3,14 @@
 A model family names what to split in ``model.tp_plan()``: module path -> ``colwise`` (a Linear's output
 features split over ranks), ``colwise_fused`` (a Linear whose output is two projections side by side, the
 key|value halves of ``kv_proj``: each half split so) or ``rowwise`` (input features split; the partial outputs
-are summed with one all-reduce). For attention, q_proj and kv_proj colwise give each rank whole heads
-(heads / W of them: attention reshapes by head size, not head count) and out_proj rowwise sums them; for a
-feed-forward block, the first Linear colwise and the second rowwise. One all-reduce per block forward, one per
-block backward. Everything else (embeddings, tied output projection, norms, positions) is replicated and
-computed the same on every rank; its gradients arrive whole, because DTensor all-reduces the partial input
-gradient of every colwise layer.
+are summed with one all-reduce); parameter path -> ``rows`` (a per-head parameter, e.g. the Conformer's position
+biases (H, E): each rank holds its heads' rows, which the module reads with ``to_local()``). For attention,
+q_proj and kv_proj colwise give each rank whole heads (heads / W of them: attention reshapes by head size, not
+head count) and out_proj rowwise sums them; for a feed-forward block, the first Linear colwise and the second
+rowwise. One all-reduce per block forward, one per block backward. Everything else (embeddings, tied output
+projection, norms, positions, the Conformer's convolution modules and front end) is replicated and computed
+the same on every rank; its gradients arrive whole, because DTensor all-reduces the partial input gradient of
+every colwise layer.
 
 Every rank sees the same batches: the data-parallel world is 1 (``DistContext.data_parallel`` False).
 Parameters are DTensors; ``full_tensor()`` and the ``torch.distributed.checkpoint.state_dict`` helpers give the
@@ -21,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel, parallelize_module
 from torch.distributed.tensor.placement_types import _StridedShard
 
@@ -74,6 +76,12 @@ def tp_plan(model: nn.Module, world: int) -> dict[str, str]:
             raise ConfigError(f"train.parallel: tp does not split position tables shared by the heads ({path}); "
                               f"use model.positions rope, sinusoidal or learned")
     for path, kind in plan.items():
+        if kind == "rows":
+            rows = model.get_parameter(path).size(0)
+            if rows % world:
+                raise ConfigError(f"train.parallel: tp over {world} processes splits {path} ({rows} heads); set "
+                                  f"model.heads to a multiple of {world}")
+            continue
         linear = model.get_submodule(path)
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"{type(model).__name__}.tp_plan(): {path} is a {type(linear).__name__}, not a Linear")
@@ -89,7 +97,12 @@ def parallelize(model: nn.Module, ctx: DistContext, device: torch.device) -> Dev
     parameters and buffers take rank 0's values. Returns the device mesh."""
     plan = tp_plan(model, ctx.world)
     mesh = init_device_mesh(device.type, (ctx.world,))
-    parallelize_module(model, mesh, {path: _style(kind) for path, kind in plan.items()})
+    parallelize_module(model, mesh, {path: _style(kind) for path, kind in plan.items() if kind != "rows"})
+    for path in (path for path, kind in plan.items() if kind == "rows"):
+        owner, _, name = path.rpartition(".")
+        module, param = model.get_submodule(owner), model.get_parameter(path)
+        module.register_parameter(name, nn.Parameter(distribute_tensor(param, mesh, [Shard(0)]),
+                                                     requires_grad=param.requires_grad))
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             if not isinstance(tensor, DTensor):
