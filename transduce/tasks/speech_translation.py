@@ -136,10 +136,9 @@ def _build(cfg: RunConfig, transcripts: Tokenizer, targets: Tokenizer, cmvn: CMV
     return model
 
 
-def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor], Path, RunConfig]:
-    """The full state dict (tied aliases included) of the model folder ``path``, whose kind's inference object
-    must be a ``needs``, its last tokenizer file (a speech model's transcript pieces, a translation model's
-    target pieces) and its config; errors name ``field``."""
+def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor], RunConfig]:
+    """The full state dict (tied aliases included) and the config of the model folder ``path``, whose kind's
+    inference object must be a ``needs``; errors name ``field``."""
     from transduce.tasks import require
 
     try:
@@ -147,7 +146,19 @@ def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor],
         model = folder.load_into(kind.build_model(cfg, folder.path), kind.tied_aliases(cfg))
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"{field}: {err}") from None
-    return model.state_dict(), kind.folder_files(cfg, folder.path)[-1], cfg
+    return model.state_dict(), cfg
+
+
+def source_tokenizer(path: str, needs: type, field: str) -> Path:
+    """The last tokenizer file of the model folder ``path`` (a speech model's transcript pieces, a translation
+    model's target pieces); errors name ``field``."""
+    from transduce.tasks import require
+
+    try:
+        kind, cfg, folder = require(path, needs, f"{field} needs {NEEDS[field]}")
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{field}: {err}") from None
+    return kind.folder_files(cfg, folder.path)[-1]
 
 
 NEEDS = {"model.init_encoder_from": "a speech model", "model.init_decoder_from": "a translation model"}
@@ -236,7 +247,7 @@ class STTask:
         path = self.run_dir / name
         source = _sources(self.cfg.model).get(field)
         if source is not None and not given:
-            given = str(source_model(source[1], source[0], field)[1])
+            given = str(source_tokenizer(source[1], source[0], field))
         if given:
             if path.is_file() and path.read_bytes() != Path(given).read_bytes():
                 raise ConfigError(f"{field or 'data.tgt_spm'}: {path} differs from {given}: start a new run folder")
@@ -286,7 +297,7 @@ class STTask:
         parts = {"model.init_encoder_from": ("encoder.", "head."), "model.init_decoder_from": ("decoder.",)}
         grown = {"decoder.embed.embedding.weight", "decoder.output.weight"}
         for name, (needs, path) in _sources(self.cfg.model).items():
-            state, _, source = source_model(path, needs, name)
+            state, source = source_model(path, needs, name)
             check_settings(self.cfg, source, name, path)
             count = sum(copy_component(model, state, prefix=prefix, field=name, where=path, grown=grown)
                         for prefix in parts[name])
