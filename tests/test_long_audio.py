@@ -99,6 +99,16 @@ def test_cli_cuts_long_files_keeps_short_ones_whole_in_input_order(recording: tu
     assert code == 0 and len(fields) == 4 and fields[0] == str(short) and fields[3] == "three"
 
 
+def test_cli_segment_none_encodes_a_long_file_whole_with_local_attention(recording: tuple[Path, list],
+                                                                         capsys) -> None:
+    path, truth = recording
+    code, out, _ = run_cli(["transcribe", "--model", str(MODEL), "--mode", "ctc", "--segment", "none", str(path)],
+                           capsys)
+    fields = out.strip().split("\t")
+    assert code == 0 and len(fields) == 2 and fields[0] == str(path)
+    assert wer([fields[1]], [" ".join(text for *_, text in truth)]) < 5.0
+
+
 def test_cli_nbest_on_a_long_file_is_a_one_line_error(recording: tuple[Path, list], capsys) -> None:
     path, _ = recording
     code, out, err = run_cli(["transcribe", "--model", str(MODEL), "--nbest", "3", str(path)], capsys)
