@@ -125,6 +125,10 @@ class TrainConfig:
     average_last: int = 0
     """At the end, export the average of the last N checkpoints instead of the best (0 = best)."""
 
+    def __post_init__(self) -> None:
+        if self.microbatches < 1:
+            raise ConfigError(f"train.microbatches: must be >= 1, got {self.microbatches}")
+
 
 @dataclass(kw_only=True)
 class DecodeConfig:

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from transduce.config import TrainConfig
 from transduce.errors import ConfigError
 from transduce.models.transformer import TransformerConfig, TransformerSeq2Seq, build
 from transduce.train import checkpoint as ckpt
@@ -342,6 +343,8 @@ def test_pp_stages_and_errors() -> None:
     loss = SequenceLoss(tiny_model(), epsilon=0.1, ignore_index=0)
     with pytest.raises(ConfigError, match="train.microbatches: must be >= 1, got 0"):
         Pipeline(loss, DistContext(), microbatches=0)
+    with pytest.raises(ConfigError, match="train.microbatches: must be >= 1, got -1"):
+        TrainConfig(microbatches=-1)  # the recipe is checked before any process starts
     with pytest.raises(ConfigError, match="train.precision: fp16"):
         Pipeline(loss, DistContext(), microbatches=2, precision="fp16")
     with pytest.raises(ConfigError, match="train.parallel: pp"):
