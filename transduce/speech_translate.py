@@ -8,7 +8,7 @@ command line and the server treat all three alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -121,6 +121,30 @@ class SpeechTranslator:
             for i, nbest in zip(chunk, found, strict=True):
                 results[i] = nbest
         return results
+
+    @torch.no_grad()
+    def translate_stream(self, frames: Iterable[Tensor], tgt_lang: str | None = None, *, chunk_size: int,
+                         left_chunks: int = -1, **overrides: object) -> list[Hypothesis]:
+        """One live utterance: its feature frames arrive in pieces (N_i, F) (e.g. ``features`` of the audio so far,
+        minus what was sent); the encoder runs chunk by chunk as they come (its caches kept), the decoder searches
+        once the input ends. Equal to ``search`` with the same chunk_size and left_chunks. Returns the n-best."""
+        cfg: STDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
+        tag = self.tag(tgt_lang)
+        state = self.model.init_stream(1, self.device)
+        parts = []
+        for piece in frames:
+            out, state = self.model.forward_chunk(piece[None].to(self.device), state, chunk_size=chunk_size,
+                                                  left_chunks=left_chunks)
+            parts.append(out)
+        out, state = self.model.forward_chunk(torch.zeros(1, 0, self.fbank.cfg.num_mel_bins, device=self.device),
+                                              state, chunk_size=chunk_size, left_chunks=left_chunks, final=True)
+        memory = torch.cat([*parts, out], dim=1)  # (1, T', E)
+        lens = torch.tensor([memory.size(1)], device=self.device)
+        [found] = tagged_beam_search(self.model, memory, lens, torch.tensor([tag], device=self.device),
+                                     self.tags.to(self.device), max_lengths(lens, cfg.max_len_a, cfg.max_len_b),
+                                     beam=max(cfg.beam, cfg.nbest), nbest=cfg.nbest, len_penalty=cfg.len_penalty,
+                                     len_penalty_style=cfg.len_penalty_style)
+        return found
 
     def translate(self, audio: Sequence[Audio], tgt_lang: str | None = None, **overrides: object) -> list[str]:
         """Detokenized best translation per input, in input order."""

@@ -367,3 +367,29 @@ def test_training_batches_are_augmented_as_speech_batches(trained: Path, tmp_pat
     assert all(abs(n - 100 * d / 1.25) < 3 for n, d in zip(fast.feat_lens.tolist(), seconds, strict=True))
     assert all(abs(n - 100 * d) < 3 for n, d in zip(plain.feat_lens.tolist(), seconds, strict=True))
     assert torch.equal(fast.tgt_in, plain.tgt_in) and torch.equal(fast.transcripts, plain.transcripts)
+
+
+def test_streamed_encoder_equals_the_chunk_masked_encoder() -> None:
+    torch.manual_seed(2)
+    model = build_st(tiny(causal_conv=True, decoder_dim=24), 9, 12, 2).eval()  # with a bridge 32 -> 24
+    feats, feat_lens, *_ = batch()
+    full, lens = model.encode(feats[:1], feat_lens[:1], chunk_size=3, left_chunks=2)
+    state, parts, start = model.init_stream(), [], 0
+    for size in (5, 17, 1, 30, 9):
+        out, state = model.forward_chunk(feats[:1, start: start + size], state, chunk_size=3, left_chunks=2)
+        parts.append(out)
+        start += size
+    out, _ = model.forward_chunk(feats[:1, start:], state, chunk_size=3, left_chunks=2, final=True)
+    streamed = torch.cat([*parts, out], dim=1)
+    assert streamed.shape == full.shape == (1, int(lens), 24)
+    torch.testing.assert_close(streamed, full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_streamed_utterance_translates_as_the_chunked_search(trained: Path) -> None:
+    translator = SpeechTranslator.load(trained / "run")
+    for utt in read_manifest(trained / "data" / "dev.jsonl")[:4]:
+        feats = translator.features(utt.audio)
+        pieces = [feats[i: i + 23] for i in range(0, feats.size(0), 23)]  # 230 ms of frames at a time
+        streamed = translator.translate_stream(pieces, "fr", chunk_size=4)[0]
+        offline = translator.search([utt.audio], "fr", chunk_size=4)[0][0]
+        assert streamed.tokens == offline.tokens and streamed.score == pytest.approx(offline.score, abs=1e-4)

@@ -27,6 +27,7 @@ from transduce.models.ctc import ChunkTraining, CTCModelConfig, build_ctc, utter
 from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
 from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
 from transduce.nn.state import DecoderState
+from transduce.nn.stream_state import EncoderStreamState
 from transduce.nn.tying import shared_tensor_names
 
 
@@ -103,6 +104,21 @@ class SpeechTranslationModel(nn.Module):
         """feats (B, T, F), feat_lens (B,) -> decoder memory (B, T', E), out_lens (B,)."""
         memory, _, out_lens = self.encode_for_loss(feats, feat_lens, chunk_size=chunk_size, left_chunks=left_chunks)
         return memory, out_lens
+
+    def init_stream(self, batch: int = 1, device: torch.device | str | None = None) -> EncoderStreamState:
+        """Empty encoder streaming state (a causal Conformer trained without utterance_norm)."""
+        if self.utterance_norm or not isinstance(self.encoder, ConformerEncoder):
+            raise ValueError("streaming needs a conformer encoder trained without model.utterance_norm")
+        return self.encoder.init_state(batch, device)
+
+    def forward_chunk(self, feats: Tensor, state: EncoderStreamState, *, chunk_size: int, left_chunks: int = -1,
+                      final: bool = False) -> tuple[Tensor, EncoderStreamState]:
+        """Next raw feature frames (B, N, F) -> decoder memory (B, T', E) of the chunks completed (as
+        ``ConformerEncoder.forward_chunk``: equal to ``encode`` with the same chunk_size and left_chunks)."""
+        assert isinstance(self.encoder, ConformerEncoder)
+        out, state = self.encoder.forward_chunk(self.normalizer(feats), state, chunk_size=chunk_size,
+                                                left_chunks=left_chunks, final=final)
+        return self.bridge(out), state
 
     def ctc_log_probs(self, hidden: Tensor) -> Tensor:
         """The CTC head's input (B, T', D) -> fp32 log-probs over the transcript pieces (B, T', V)."""
