@@ -278,10 +278,12 @@ def test_components_start_from_a_speech_and_a_translation_model(trained: Path, s
      r"model.causal_conv: False here, but model.init_encoder_from \S+asr has model.causal_conv True"),
     (["model.init_decoder_from={mt}", "model.decoder_pre_norm=false"],
      r"model.decoder_pre_norm: False here, but model.init_decoder_from \S+mt has model.pre_norm True"),
+    (["data.tgt_langs=[de, de]"], r"data.tgt_langs: name each target language once, got \['de', 'de'\]"),
+    (["data.tgt_spm=nowhere.model"], r"data.tgt_spm: nowhere.model: no such SentencePiece model"),
     (["model.init_encoder_from={asr}", "model.layers=3"],
      r"init_encoder_from: \S+asr has no tensor encoder\.blocks\.2"),
 ])
-def test_components_that_do_not_fit_name_the_tensor(trained: Path, sources, tmp_path: Path, overrides: list[str],
+def test_components_and_settings_that_do_not_fit_are_named(trained: Path, sources, tmp_path: Path, overrides: list[str],
                                                     message: str) -> None:
     paths = {name: folder for name, (folder, _) in sources.items()}
     cfg = load_recipe(RECIPE, [f"data.dir={trained / 'data'}", *(o.format(**paths) for o in overrides)])

@@ -225,8 +225,8 @@ class STTask:
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
         data: STDataConfig = cfg.data
         self.langs = tuple(data.tgt_langs)
-        if not self.langs:
-            raise ConfigError("data.tgt_langs: name at least one target language")
+        if not self.langs or len(set(self.langs)) != len(self.langs):
+            raise ConfigError(f"data.tgt_langs: name each target language once, got {list(self.langs)}")
         folder = Path(data.dir)
         train = [u for name in data.train.split(",") for u in read_st_manifest(folder / name.strip(), self.langs)]
         valid = read_st_manifest(folder / data.valid, self.langs)
@@ -246,11 +246,15 @@ class STTask:
         """The run folder's ``name``; the first time, the component source's, or ``given``, or one trained."""
         path = self.run_dir / name
         source = _sources(self.cfg.model).get(field)
-        if source is not None and not given:
+        if given:
+            field = "data.tgt_spm"
+            if not Path(given).is_file():
+                raise ConfigError(f"data.tgt_spm: {given}: no such SentencePiece model")
+        elif source is not None:
             given = str(source_tokenizer(source[1], source[0], field))
         if given:
             if path.is_file() and path.read_bytes() != Path(given).read_bytes():
-                raise ConfigError(f"{field or 'data.tgt_spm'}: {path} differs from {given}: start a new run folder")
+                raise ConfigError(f"{field}: {path} differs from {given}: start a new run folder")
             if not path.is_file():
                 shutil.copy(given, path)
                 self.log(f"{name}: taken from {given}")
