@@ -204,6 +204,11 @@ def test_cli_evaluate_scores_against_the_manifest(trained: Path, capsys) -> None
     assert json.loads(out)["bleu"] == round(sacrebleu.corpus_bleu(chunked, [refs]).score, 2)
 
 
+def test_info_names_the_languages_and_the_ctc_layer(trained: Path, capsys) -> None:
+    code, out, _ = run_cli(["info", str(trained / "run")], capsys)
+    assert code == 0 and "en -> de, fr (default de" in out and "CTC on the transcript from the final output" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["translate", "--tgt-lang", "cs", "--manifest", "{m}"], "--tgt-lang cs: this model translates into de, fr"),
     (["evaluate", "--tgt-lang", "cs", "--manifest", "{m}"], "--tgt-lang cs: this model translates into de, fr"),
