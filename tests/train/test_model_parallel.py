@@ -221,6 +221,14 @@ def one_process() -> dict[str, Any]:
     return record
 
 
+def launch(plan: list[dict[str, Any]], processes: int = 2) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", __file__,
+           json.dumps(plan)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory, data: Path, speech_data: Path, single: dict[str, Any]) -> Path:
     out = tmp_path_factory.mktemp("workers")
@@ -231,11 +239,7 @@ def launched(tmp_path_factory, data: Path, speech_data: Path, single: dict[str, 
             {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "tp"), "--set", "train.max_updates=2"]},
             {"kind": "train", "argv": [*trainer_argv(data, out / "switch_run", "pp"), "--resume"]},
             {"kind": "train", "argv": hybrid_argv(speech_data, out / "hybrid_run", "tp")}]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-           json.dumps(plan)]
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    launch(plan)
     return out
 
 
@@ -265,6 +269,20 @@ def test_pp_same_loss_gradients_and_parameters(launched: Path, single: dict[str,
     assert pp["losses"] == pytest.approx(single["losses"], rel=1e-5)
     assert_close(pp["grads"], single["grads"])
     assert_close(pp["params"], single["params"])
+
+
+@pytest.mark.slow
+def test_pp_four_stages(tmp_path: Path, single: dict[str, Any]) -> None:
+    """4 stages of one layer each: the memory passes through the third stage on its way to the fourth, decoder
+    states travel from the third to the fourth, and the shared embedding's gradient is summed over 3 of the 4
+    ranks (a process subgroup)."""
+    torch.save(single["checkpoint"], tmp_path / "single_checkpoint.pt")
+    launch([{"kind": "pp", "out": str(tmp_path)}], processes=4)
+    pp = torch.load(tmp_path / "pp.pt", weights_only=True)
+    assert pp["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    assert_close(pp["grads"], single["grads"])
+    assert_close(pp["params"], single["params"])
+    assert pp["loaded_loss"] == pytest.approx(single["loaded_loss"], rel=1e-5)
 
 
 def test_pp_checkpoints_load_both_ways(launched: Path, single: dict[str, Any]) -> None:
