@@ -1,7 +1,7 @@
 """The HTTP/WebSocket app: ``create_app(served)`` over the loaded models (``Served``).
 
-Routes: GET /health, GET /metrics, POST /v1/translate, POST /v1/transcribe, WS /v1/stream
-(``server/streams.py``), plus the feedback API and the web page when their modules are installed
+Routes: GET /health, GET /metrics, POST /v1/translate, POST /v1/transcribe, POST /v1/speech-translate,
+WS /v1/stream (``server/streams.py``), plus the feedback API and the web page when their modules are installed
 (``server/feedback.py``, ``server/page.py``). Every model is served by its task: translation models by a
 ``TranslationBatcher``, speech models by a ``StreamHub`` (streams) and a worker thread (files). Requests name
 models by folder name only (``model`` field or query parameter; default the first of the kind), never by path.
@@ -35,7 +35,8 @@ from transduce.server.streams import StreamHub, stream_socket
 from transduce.server.translation import TranslationBatcher
 
 log = logging.getLogger("transduce.serve")
-ROUTES = ("/health", "/metrics", "/v1/translate", "/v1/transcribe", "/v1/stream", "/v1/feedback", "/")
+ROUTES = ("/health", "/metrics", "/v1/translate", "/v1/transcribe", "/v1/speech-translate", "/v1/stream",
+          "/v1/feedback", "/")
 
 
 @dataclass
@@ -46,9 +47,9 @@ class ServedModel:
     """The folder name requests pick it by."""
     path: Path
     task: str
-    """"translation" or "speech"."""
+    """"translation", "speech" or "speech_translation"."""
     engine: Any
-    """The ``Translator`` or ``Recognizer``."""
+    """The ``Translator``, ``Recognizer`` or ``SpeechTranslator``."""
     batcher: TranslationBatcher | None = None
     hub: StreamHub | None = None
 
@@ -84,6 +85,7 @@ class Served:
              chunk_ms: float = 640.0, endpoint_silence: float = 0.8, batching: bool = True,
              device: str = "cpu") -> Served:
         """The model folders ``paths``, each served by its task (``transduce.tasks.load``)."""
+        from transduce.speech_translate import SpeechTranslator
         from transduce.streaming.endpoint import EndpointConfig
         from transduce.tasks import load
         from transduce.translate import Translator
@@ -100,8 +102,11 @@ class Served:
                 hub = StreamHub(engine, chunk_ms=chunk_ms, endpoint=endpoint, queue_seconds=limits.queue_seconds,
                                 metrics=metrics)
                 models.append(ServedModel(name, Path(path), "speech", engine, hub=hub))
+            elif isinstance(engine, SpeechTranslator):  # files through the worker thread, as /v1/transcribe
+                models.append(ServedModel(name, Path(path), "speech_translation", engine))
             else:
-                raise UsageError(f"{path}: {type(engine).__name__} models are not served (translation and speech are)")
+                raise UsageError(f"{path}: {type(engine).__name__} models are not served (translation, speech and "
+                                 "speech translation are)")
         return cls(models, limits=limits, data_dir=data_dir, metrics=metrics)
 
     def pick(self, task: str, name: object) -> ServedModel:
@@ -173,6 +178,7 @@ def create_app(served: Served) -> FastAPI:
     app.get("/metrics")(metrics)
     app.post("/v1/translate")(translate)
     app.post("/v1/transcribe")(transcribe)
+    app.post("/v1/speech-translate")(speech_translate)
     app.websocket("/v1/stream")(stream_socket)
     _include_feedback_and_page(app, served)
     return app
@@ -285,20 +291,26 @@ async def transcribe(request: Request) -> Response:
     return JSONResponse({**result, "model": model.name})
 
 
-def _transcribe_bytes(served: Served, model: ServedModel, body: bytes) -> dict[str, Any]:
-    """Decode an audio file's bytes and recognize it (in a worker thread); errors name "audio", not a path."""
+def _read_audio(served: Served, body: bytes, sample_rate: int) -> tuple[Tensor, float]:
+    """An audio file's bytes -> its waveform at ``sample_rate`` and its seconds (within the limits); errors name
+    "audio", not a path."""
     from transduce.data.audio import audio_duration, load_audio
 
-    recognizer = model.recognizer
     with tempfile.NamedTemporaryFile(suffix=".audio") as f:
         f.write(body)
         f.flush()
         try:
             seconds = audio_duration(f.name)
             served.limits.check_audio_seconds(seconds)
-            wave = load_audio(f.name, recognizer.sample_rate)
+            return load_audio(f.name, sample_rate), seconds
         except DataError as err:
             raise DataError(str(err).replace(f.name, "audio")) from None
+
+
+def _transcribe_bytes(served: Served, model: ServedModel, body: bytes) -> dict[str, Any]:
+    """Decode an audio file's bytes and recognize it (in a worker thread)."""
+    recognizer = model.recognizer
+    wave, seconds = _read_audio(served, body, recognizer.sample_rate)
     [nbest] = recognizer.search([wave])
     best = nbest[0] if nbest else None
     text = best.text.strip() if best else ""
@@ -306,3 +318,33 @@ def _transcribe_bytes(served: Served, model: ServedModel, body: bytes) -> dict[s
     segments = [{"start": start, "end": round(seconds, 3), "text": text}] if text else []
     return {"text": text, "segments": segments, "audio": wave}
 
+
+
+async def speech_translate(request: Request) -> Response:
+    """The audio file as the body, ``?model=`` and ``?tgt_lang=`` (default the model's first language) ->
+    ``{"text", "tgt_lang", "model"}``, from an end-to-end speech translation model (no feedback for these yet)."""
+    served: Served = request.app.state.served
+    model = served.pick("speech_translation", request.query_params.get("model"))
+    lang = request.query_params.get("tgt_lang") or model.engine.langs[0]
+    try:
+        model.engine.tag(lang)
+    except UsageError as err:
+        raise LimitError(400, str(err).replace("--tgt-lang", "tgt_lang")) from None
+    body = await read_body(request.stream(), request.headers.get("content-length"), served.limits.max_body_bytes)
+    if not body:
+        raise LimitError(400, "request body: empty; send the audio file as the body")
+
+    def run() -> str:
+        wave, _ = _read_audio(served, body, model.engine.sample_rate)
+        return model.engine.translate([wave], lang)[0]
+
+    try:
+        text = await asyncio.get_running_loop().run_in_executor(served.workers, run)
+    except LimitError:
+        raise
+    except DataError as err:
+        raise LimitError(400, str(err)) from None
+    except Exception as err:  # noqa: BLE001 - a model error answers this request only
+        log.exception("speech-translate failed")
+        return _error(500, f"speech translation failed: {err or type(err).__name__}")
+    return JSONResponse({"text": text, "tgt_lang": lang, "model": model.name})
