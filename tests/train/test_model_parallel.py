@@ -110,6 +110,9 @@ def tp_job(out: Path) -> None:
     ckpt.load_into(fresh, adam(fresh, foreach=False), single["model"], single["optimizer"])
     with torch.no_grad():
         record["loaded_logits"] = fresh(*tiny_batches()[0][:3])
+    shaw = tiny_model(positions="shaw")  # a relative key table every head of a layer uses
+    parallelize(shaw, ctx, torch.device("cpu"))
+    record["shaw"] = train_steps(shaw, adam(shaw, foreach=False))
     if ctx.is_main:
         torch.save(record, out / "tp.pt")
     dist.barrier()
@@ -218,6 +221,8 @@ def one_process() -> dict[str, Any]:
     with torch.no_grad():
         record["logits"] = model(*tiny_batches()[0][:3])
         record["loaded_loss"] = SequenceLoss(model, epsilon=0.1, ignore_index=0)(*tiny_batches()[0])[0].item()
+    shaw = tiny_model(positions="shaw")
+    record["shaw"] = train_steps(shaw, adam(shaw, foreach=True))
     return record
 
 
@@ -249,6 +254,11 @@ def test_tp_same_loss_gradients_and_parameters(launched: Path, single: dict[str,
     assert "encoder.layers.0.attn.kv_proj.weight" in tp["grads"]
     assert_close(tp["grads"], single["grads"])
     assert_close(tp["params"], single["params"])
+    shaw, reference = tp["shaw"], single["shaw"]
+    assert shaw["losses"] == pytest.approx(reference["losses"], rel=1e-5)
+    assert "decoder.layers.1.self_attn.positions.keys" in shaw["grads"]
+    assert_close(shaw["grads"], reference["grads"])
+    assert_close(shaw["params"], reference["params"])
 
 
 def test_tp_checkpoints_load_both_ways(launched: Path, single: dict[str, Any]) -> None:
@@ -346,8 +356,7 @@ def test_tp_plan_errors_name_the_field() -> None:
         tp_plan(tiny_model(heads=1), 2)
     with pytest.raises(ConfigError, match="model.ffn_dim"):
         tp_plan(tiny_model(ffn_dim=63), 2)
-    with pytest.raises(ConfigError, match="model.positions"):
-        tp_plan(tiny_model(positions="shaw"), 2)
+    assert tp_plan(tiny_model(positions="shaw"), 2)["encoder.layers.0.attn.positions.keys"] == "heads_shared"
 
 
 def test_pp_stages_and_errors() -> None:

@@ -232,11 +232,14 @@ def layer_tp_plan(model: nn.Module) -> dict[str, str]:
     """The tensor-parallel splits of the Transformer attention and feed-forward blocks in ``model``, by module path.
     Every attention: q_proj colwise (output features split: each rank computes whole heads), the fused kv_proj
     colwise_fused (each of its key and value halves split so), out_proj rowwise (input features split, outputs
-    summed); every feed-forward block: first Linear colwise, second rowwise."""
+    summed); every feed-forward block: first Linear colwise, second rowwise. A position table the heads of an
+    attention share (shaw) is ``heads_shared``: whole on every rank, its gradient summed over them."""
     plan: dict[str, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, MultiHeadAttention):
             plan |= {f"{name}.q_proj": "colwise", f"{name}.kv_proj": "colwise_fused", f"{name}.out_proj": "rowwise"}
+            if isinstance(module.positions, nn.Module):
+                plan |= {f"{name}.positions.{p}": "heads_shared" for p, _ in module.positions.named_parameters()}
         elif isinstance(module, FeedForward):
             plan |= {f"{name}.net.0": "colwise", f"{name}.net.3": "rowwise"}
     return plan

@@ -4,7 +4,9 @@ A model family names what to split in ``model.tp_plan()``: module path -> ``colw
 features split over ranks), ``colwise_fused`` (a Linear whose output is two projections side by side, the
 key|value halves of ``kv_proj``: each half split so) or ``rowwise`` (input features split; the partial outputs
 are summed with one all-reduce); parameter path -> ``rows`` (a per-head parameter, e.g. the Conformer's position
-biases (H, E): each rank holds its heads' rows, which the module reads with ``to_local()``). For attention,
+biases (H, E): each rank holds its heads' rows, which the module reads with ``to_local()``) or ``heads_shared``
+(a parameter all heads use, e.g. Shaw's relative key table: whole on every rank, each rank's gradient covers its
+heads only, so a gradient hook sums it over ranks). For attention,
 q_proj and kv_proj colwise give each rank whole heads (heads / W of them: attention reshapes by head size, not
 head count) and out_proj rowwise sums them; for a feed-forward block, the first Linear colwise and the second
 rowwise. One all-reduce per block forward, one per block backward. Everything else (embeddings, tied output
@@ -71,11 +73,9 @@ def tp_plan(model: nn.Module, world: int) -> dict[str, str]:
         if isinstance(heads, int) and f"{path}.q_proj" in plan and heads % world:
             raise ConfigError(f"train.parallel: tp over {world} processes gives each whole attention heads, but "
                               f"{path} has {heads}; set model.heads to a multiple of {world}")
-        positions = getattr(module, "positions", None)
-        if f"{path}.q_proj" in plan and positions is not None and any(True for _ in positions.parameters()):
-            raise ConfigError(f"train.parallel: tp does not split position tables shared by the heads ({path}); "
-                              f"use model.positions rope, sinusoidal or learned")
     for path, kind in plan.items():
+        if kind == "heads_shared":
+            continue
         if kind == "rows":
             rows = model.get_parameter(path).size(0)
             if rows % world:
@@ -97,14 +97,24 @@ def parallelize(model: nn.Module, ctx: DistContext, device: torch.device) -> Dev
     parameters and buffers take rank 0's values. Returns the device mesh."""
     plan = tp_plan(model, ctx.world)
     mesh = init_device_mesh(device.type, (ctx.world,))
-    parallelize_module(model, mesh, {path: _style(kind) for path, kind in plan.items() if kind != "rows"})
+    styles = {path: _style(kind) for path, kind in plan.items() if kind not in ("rows", "heads_shared")}
+    parallelize_module(model, mesh, styles)
     for path in (path for path, kind in plan.items() if kind == "rows"):
         owner, _, name = path.rpartition(".")
         module, param = model.get_submodule(owner), model.get_parameter(path)
         module.register_parameter(name, nn.Parameter(distribute_tensor(param, mesh, [Shard(0)]),
                                                      requires_grad=param.requires_grad))
+    for path in (path for path, kind in plan.items() if kind == "heads_shared"):
+        model.get_parameter(path).register_hook(_sum_over_ranks)
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             if not isinstance(tensor, DTensor):
                 dist.broadcast(tensor, src=0)
     return mesh
+
+
+def _sum_over_ranks(grad: torch.Tensor) -> torch.Tensor:
+    """Gradient hook of a ``heads_shared`` parameter: this rank's heads' part -> the whole gradient."""
+    grad = grad.clone()
+    dist.all_reduce(grad)
+    return grad
