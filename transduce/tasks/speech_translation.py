@@ -56,7 +56,9 @@ class Example:
     """Target pieces (without tag and EOS)."""
     lang: str
     text: str
-    """The target sentence (the dev reference)."""
+    """The target sentence (the dev reference; a teacher's translation for a distilled example)."""
+    reference: str
+    """The manifest's translation of the utterance into ``lang``."""
 
 
 @dataclass(kw_only=True)
@@ -240,7 +242,10 @@ class STTask:
         self.fbank = fbank_config(data)
         self.train, self.valid = self._examples(train, data.max_duration, data.kd), self._examples(valid, math.inf)
         hours = sum(e.utt.duration for e in self.train) / 3600
-        self.log(f"train: {len(self.train)} examples ({hours:.2f} h of audio over {len(self.langs)} languages)")
+        teacher = sum(e.text != e.reference for e in self.train)
+        distilled = f", {teacher} of them teacher translations" if data.kd else ""
+        self.log(f"train: {len(self.train)} examples ({hours:.2f} h of audio over {len(self.langs)} languages"
+                 f"{distilled})")
 
     def _tokenizer(self, name: str, field: str, kind: str, size: int, texts: list[str], given: str) -> Tokenizer:
         """The run folder's ``name``; the first time, the component source's, or ``given``, or one trained."""
@@ -288,7 +293,7 @@ class STTask:
             pieces = self.targets.encode([text for _, text in pairs])
             for (i, text), target in zip(pairs, pieces, strict=True):
                 if utts[i].utt.duration <= max_duration and 0 < len(target) <= limit:
-                    out.append(Example(utts[i].utt, transcripts[i], tag, target, lang, text))
+                    out.append(Example(utts[i].utt, transcripts[i], tag, target, lang, text, utts[i].translation[lang]))
         if not out:
             raise DataError(f"{Path(self.cfg.data.dir) / self.cfg.data.train}: no usable examples")
         return out
