@@ -121,12 +121,52 @@ def synthetic_batches(count: int, seed: int, max_frames: int, make_batches: Call
     return out
 
 
+CATEGORIES = {  # profiler op name -> what it is
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),
+    "dropout masks": ("aten::bernoulli_",),
+    "copies, fills": ("aten::copy_", "aten::fill_", "aten::zero_", "aten::cat", "aten::constant_pad_nd"),
+    "softmax": ("aten::_softmax", "aten::_softmax_backward_data"),
+    "CTC loss": ("aten::_ctc_loss", "aten::_ctc_loss_backward"),
+}
+
+
+def profile_update(side: Side, batch: Batch, seed: int) -> dict[str, float]:
+    """Self CPU milliseconds of one update by operation category (``CATEGORIES``; the rest is "other")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        side.update(batch, seed)
+    out = dict.fromkeys([*CATEGORIES, "other"], 0.0)
+    for event in prof.key_averages():
+        kind = next((k for k, names in CATEGORIES.items() if event.key in names), "other")
+        out[kind] += event.self_cpu_time_total / 1000
+    return out
+
+
+def print_profiles(base: Side, now: Side, batches: list[Batch], seed: int) -> None:
+    """Profile one update of each side per batch, alternating, and print the sums by category."""
+    before, after = dict.fromkeys([*CATEGORIES, "other"], 0.0), dict.fromkeys([*CATEGORIES, "other"], 0.0)
+    for i, batch in enumerate(batches):
+        for side, sums in ((base, before), (now, after))[:: 1 if i % 2 == 0 else -1]:
+            for kind, ms in profile_update(side, batch, seed + i).items():
+                sums[kind] += ms / len(batches)
+    total_before, total_after = sum(before.values()), sum(after.values())
+    print(f"\nan update under torch.profiler, mean of {len(batches)} (self CPU ms, share of the update): "
+          f"{base.name} -> {now.name}")
+    for kind in before:
+        print(f"  {kind:14s} {before[kind]:7.0f} ms {100 * before[kind] / total_before:5.1f}%  ->  "
+              f"{after[kind]:7.0f} ms {100 * after[kind] / total_after:5.1f}%")
+    print(f"  {'total':14s} {total_before:7.0f} ms         ->  {total_after:7.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", default="8364f7a", help="git revision to compare with (default 8364f7a)")
     parser.add_argument("--updates", type=int, default=12, help="timed updates per side (after one warm-up)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="also profile one update of each by op category")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -159,6 +199,8 @@ def main() -> None:
     drift = max(abs(a - b) for a, b in zip(base.losses, now.losses, strict=True))
     print(f"  training loss per token, baseline vs today: {base.losses[0]:.5f} vs {now.losses[0]:.5f} (first), "
           f"{base.losses[-1]:.5f} vs {now.losses[-1]:.5f} (last); largest difference {drift:.2e}")
+    if args.profile:  # after the timed updates: three more updates each, profiled
+        print_profiles(base, now, batches[1:4], args.seed)
 
 
 if __name__ == "__main__":

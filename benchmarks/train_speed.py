@@ -4,6 +4,8 @@ Run (a few hundred updates per row; tens of minutes on 2 cores):
     .venv/bin/python benchmarks/train_speed.py --captions work/data/captions
 Quick check (fewer updates, two repeats, today's code from git HEAD as the baseline):
     .venv/bin/python benchmarks/train_speed.py --updates 60 --repeats 2 --baseline HEAD --captions DIR
+Without the captions data (no TTS voices): --synthetic-captions 2000 writes noise WAVs of TTS length for Multi30k
+captions (benchmarks/synthetic_captions.py) and runs the captions row on them; its speed is real, its loss is not.
 
 Rows (each a ``python -m transduce train`` subprocess on the recipe's data, ``--threads`` threads):
   mt       recipes/multi30k-en-de-transformer.yaml post-LN (the configuration of issue 23: 4+4 layers,
@@ -45,6 +47,7 @@ from pathlib import Path
 import torch
 from common import machine_line
 from side_envs import peer_python, run_fairseq
+from synthetic_captions import write_synthetic_captions
 
 REPO = Path(__file__).resolve().parents[1]
 MT_RECIPE = REPO / "recipes" / "multi30k-en-de-transformer.yaml"
@@ -201,6 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / "work" / "data" / "multi30k")
     parser.add_argument("--captions", type=Path, help="captions data folder (transduce data captions)")
+    parser.add_argument("--synthetic-captions", type=int, metavar="N",
+                        help="without --captions: N synthetic captions utterances (noise WAVs of TTS length, "
+                             "benchmarks/synthetic_captions.py) for the captions row; speed only")
     parser.add_argument("--rows", nargs="+", default=["mt", "mt-d512", "captions"])
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=10)
@@ -224,6 +230,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
         work = Path(tmp)
         code = {"current": REPO, "baseline": extract(args.baseline, work / "baseline") if args.baseline else REPO}
+        if args.synthetic_captions and not args.captions:
+            args.captions = write_synthetic_captions(work / "captions", args.synthetic_captions)
         table = rows(args)
         for repeat in range(args.repeats):
             for row in table:
