@@ -175,7 +175,8 @@ def trainer_argv(data: Path, run: Path, parallel: str) -> list[str]:
             "--set", "train.max_tokens=256", "--set", "train.eval_every=3", "--set", "train.eval_bleu=false",
             "--set", "train.log_every=1", "--set", "train.threads=1", "--set", f"train.parallel={parallel}",
             "--set", "model.dim=32", "--set", "model.ffn_dim=64", "--set", "model.heads=2",
-            "--set", "optim.eps=1e-4"]  # as ``adam``
+            "--set", "optim.eps=1e-4",  # as ``adam``
+            "--set", "train.clip_norm=0.1"]  # clips every update here: tp's and pp's norms of split gradients
 
 
 def hybrid_argv(data: Path, run: Path, parallel: str) -> list[str]:
