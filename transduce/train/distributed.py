@@ -6,6 +6,9 @@ Work split: every rank builds the same bucketed batch order (same seed); an upda
 *global* group of ``update_freq`` consecutive batches (rounded up to a multiple of the world
 size), and rank r takes batches r, r + W, ... of it. The global batch of an update is therefore
 the same whatever the world size, and so is the data position saved in checkpoints.
+
+Model parallelism (``train.parallel`` tp: train/tensor_parallel.py, pp: train/pipeline.py) splits the model
+instead: every rank takes every batch, and ``DistContext.data()`` is the world-1 context that shards them.
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ class Pipeline:
             self._backward(received, outputs)
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         if self.stage.last:
-            sums += torch.tensor([sum(float(o[1]) for _, o in kept), sum(float(o[2]) for _, o in kept)])
+            sums += torch.tensor([sum(float(o[1]) for _, o in kept), sum(float(o[2]) for _, o in kept)],
+                                 dtype=torch.float64, device=self.device)
         for work, _ in self._sends:
             work.wait()
         self._sends = []
