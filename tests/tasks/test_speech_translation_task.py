@@ -356,7 +356,7 @@ def test_kd_targets_are_extra_training_examples(trained: Path, tmp_path: Path) -
         sizes[kd] = len(task.train)
         distilled = [e for e in task.train if e.text == "w w w"]
     assert sizes[True] == sizes[False] + 5 and len(distilled) == 5
-    assert any(m.endswith("languages, 5 of them teacher translations)") for m in messages), messages
+    assert any(m.endswith("2 target languages, 5 of them teacher translations)") for m in messages), messages
     assert {e.lang for e in distilled} == {"de"} and {e.tag for e in distilled} == {task.tags[0]}
     assert len(task.valid) == 2 * 12  # dev examples are the references only
 

@@ -244,8 +244,8 @@ class STTask:
         hours = sum(e.utt.duration for e in self.train) / 3600
         teacher = sum(e.text != e.reference for e in self.train)
         distilled = f", {teacher} of them teacher translations" if data.kd else ""
-        self.log(f"train: {len(self.train)} examples ({hours:.2f} h of audio over {len(self.langs)} languages"
-                 f"{distilled})")
+        self.log(f"train: {len(self.train)} examples ({hours:.2f} h of audio, {len(self.langs)} target "
+                 f"language{'s' if len(self.langs) > 1 else ''}{distilled})")
 
     def _tokenizer(self, name: str, field: str, kind: str, size: int, texts: list[str], given: str) -> Tokenizer:
         """The run folder's ``name``; the first time, the component source's, or ``given``, or one trained."""
