@@ -52,6 +52,35 @@ def test_rel_position_attention_equals_sdpa_with_bias(t, past, masked):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+def rel_inputs(dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    q_u, q_v, keys, values = (torch.randn(2, 2, 5, 4, generator=g, dtype=dtype).to(device) for _ in range(4))
+    pos = torch.randn(2, 4, 9, generator=g, dtype=dtype).to(device)
+    mask = padding_mask(torch.tensor([5, 3]), 5)[:, None, None].to(device)
+    return q_u, q_v, keys, values, pos, mask
+
+
+def test_rel_position_attention_runs_in_fp32_under_cpu_autocast():
+    inputs = rel_inputs()
+    want = sdpa_rel_attention(*inputs)
+    low = [x.bfloat16() if x.is_floating_point() else x for x in inputs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rel_position_attention(*inputs)  # fp32 inputs: autocast would run the products in bf16
+        got_low = rel_position_attention(*low)
+    assert got.dtype == torch.float32 and got_low.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)  # fp32 accuracy, not bf16's
+    want_low = sdpa_rel_attention(*[x.float() if x.is_floating_point() else x for x in low])
+    torch.testing.assert_close(got_low, want_low.bfloat16())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rel_position_attention_on_cuda_is_sdpa_with_a_bias():
+    inputs = rel_inputs(torch.float64)
+    want = sdpa_rel_attention(*inputs)
+    got = rel_position_attention(*rel_inputs(torch.float64, "cuda"))
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-10)
+
+
 def test_rel_position_attention_drops_weights():
     q, k = torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4)
     pos = torch.randn(2, 4, 5)

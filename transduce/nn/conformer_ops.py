@@ -17,6 +17,8 @@ D channels, K kernel size, C channels of a 2-D convolution, F frequency bins.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,12 +41,31 @@ def rel_position_attention(
     q_u: Tensor, q_v: Tensor, keys: Tensor, values: Tensor, pos: Tensor, mask: Tensor | None, *,
     dropout_p: float = 0.0,
 ) -> Tensor:
-    """softmax(((q + u) . k_s + (q + v) . p(t - s)) / sqrt(E)) . v without SDPA.
+    """softmax(((q + u) . k_s + (q + v) . p(t - s)) / sqrt(E)) . v, written out on CPUs (in fp32 also under
+    bf16/fp16 autocast, as ``nn.attention.attend`` does), through SDPA with the position scores as its bias on
+    other devices (whose fused kernels take a bias with a gradient).
 
     q_u, q_v (B, H, T, E): the queries plus each positional bias; keys, values (B, H, S, E); pos (H, E, R)
     projected encodings of distances S-1..-(T-1); mask bool (B|1, 1, T|1, S), True = may attend, with at least
     one key per row (``masks.attendable``). ``dropout_p`` drops attention weights. Returns (B, H, T, E).
     """
+    if q_u.device.type != "cpu":
+        bias = rel_shift(q_v @ pos) / math.sqrt(q_u.size(-1))  # (B, H, T, S)
+        bias = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        return F.scaled_dot_product_attention(q_u, keys, values, attn_mask=bias, dropout_p=dropout_p)
+    low = q_u.dtype in (torch.bfloat16, torch.float16)
+    if low or torch.is_autocast_enabled("cpu"):
+        dtype = torch.float32 if low else q_u.dtype
+        with torch.autocast("cpu", enabled=False):
+            out = _written_out(q_u.to(dtype), q_v.to(dtype), keys.to(dtype), values.to(dtype), pos.to(dtype), mask,
+                               dropout_p)
+        return out.to(q_u.dtype)
+    return _written_out(q_u, q_v, keys, values, pos, mask, dropout_p)
+
+
+def _written_out(q_u: Tensor, q_v: Tensor, keys: Tensor, values: Tensor, pos: Tensor, mask: Tensor | None,
+                 dropout_p: float) -> Tensor:
+    """``rel_position_attention`` on a CPU: the scale in the queries, position scores added by ``baddbmm``."""
     b, h, t, e = q_u.shape
     s = keys.size(2)
     scale = e**-0.5
