@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from transduce.nn.conformer import ConformerBlock, ConvolutionModule, RelPositionMultiHeadAttention, relative_positions
-from transduce.nn.conformer_ops import channels_last, depthwise_conv, rel_position_attention, rel_shift
+from transduce.nn.conformer_ops import (
+    channels_last,
+    depthwise_conv,
+    rel_position_attention,
+    rel_shift,
+    residual_dropout,
+)
 from transduce.nn.masks import attendable, chunk_mask, padding_mask
 from transduce.nn.subsampling import Conv2dSubsampling
 
@@ -88,6 +94,21 @@ def test_rel_position_attention_drops_weights():
     torch.manual_seed(0)
     half = rel_position_attention(q, q, k, k, pos, None, dropout_p=0.5)
     assert not torch.equal(half, rel_position_attention(q, q, k, k, pos, None))
+
+
+@pytest.mark.parametrize("scale,p", [(0.5, 0.1), (1.0, 0.3), (0.5, 0.0)])
+def test_residual_dropout_draws_dropouts_masks(scale, p):
+    x = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 5, 7, dtype=torch.float64).transpose(1, 2).requires_grad_()  # a (B, D, T) layout, as conv's
+    torch.manual_seed(0)
+    got = residual_dropout(x, y, p, scale=scale)
+    torch.manual_seed(0)
+    want = x + scale * F.dropout(y, p)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g, w in zip(grads(got, (x, y)), grads(want, (x, y)), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert torch.equal(residual_dropout(x, y, p, scale=scale, training=False), x + scale * y)
+    assert torch.equal(residual_dropout(x, y, 1.0, scale=scale), x)
 
 
 @pytest.mark.parametrize("padding", [0, 2])

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
-from transduce.nn.conformer_ops import depthwise_conv, rel_position_attention
+from transduce.nn.conformer_ops import depthwise_conv, rel_position_attention, residual_dropout
 from transduce.nn.conformer_ops import rel_shift as rel_shift  # re-exported: its home was here
 from transduce.nn.ffn import FeedForward
-from transduce.nn.local_attention import LocalWindow, local_attention
+from transduce.nn.local_attention import LocalWindow, in_pieces, local_attention
 from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
 from transduce.nn.state import KVCache
 from transduce.nn.stream_state import ConformerLayerState, EncoderStreamState, advance_streams
@@ -174,17 +174,18 @@ class ConformerBlock(nn.Module):
         caches to pass with the next chunk (whole sequence here; a streaming caller trims them).
         With ``window``: blockwise local attention, pos (P, D) for ``window.distances()``, no mask or state."""
         ffn1, attn, conv, ffn2, final = self.norms
-        x = x + 0.5 * self.dropout(self.ffn1(ffn1(x)))
+        p, training = self.dropout.p, self.training
+        x = residual_dropout(x, self.ffn1(ffn1(x)), p, scale=0.5, training=training)
         if window is not None:
             if pad_mask is None or mask is not None or state is not None:
                 raise ValueError("local attention takes a padding mask only (no attention mask, no state)")
             y, kv = self.attn.forward_local(attn(x), pos, pad_mask, window)
         else:
             y, kv = self.attn(attn(x), pos, mask, None if state is None else state.attn)
-        x = x + self.dropout(y)
+        x = residual_dropout(x, y, p, training=training)
         y, conv_cache = self.conv(conv(x), pad_mask, None if state is None else state.conv)
-        x = x + self.dropout(y)
-        x = x + 0.5 * self.dropout(self.ffn2(ffn2(x)))
+        x = residual_dropout(x, y, p, training=training)
+        x = residual_dropout(x, self.ffn2(ffn2(x)), p, scale=0.5, training=training)
         return final(x), ConformerLayerState(kv, conv_cache)
 
 
@@ -218,13 +219,14 @@ class ConformerEncoder(nn.Module):
         """feats (B, T, F), feat_lens (B,), optional bool mask (T', T') or (B, T', T') ANDed with padding
         [and with ``chunk_mask(T', chunk_size, left_chunks)`` when chunk_size > 0]
         -> out (B, T', D) with zeros on padded frames, out_lens (B,). ``window``: blockwise local attention
-        instead (equal to the mask ``chunk_mask(T', block, left, right_chunks=right)``, memory linear in T')."""
-        x = self.subsampling(feats)  # (B, T', D)
-        out_lens = self.subsampling.output_lengths(feat_lens)
+        instead (equal to the mask ``chunk_mask(T', block, left, right_chunks=right)``), ``window.piece`` frames
+        at a time: memory follows the piece, not T'."""
         if window is not None:
             if mask is not None or chunk_size > 0:
                 raise ValueError("local attention (window) replaces the attention mask and chunk_size")
-            return self._encode_local(x, out_lens, window)
+            return self._encode_local(feats, feat_lens, window)
+        x = self.subsampling(feats)  # (B, T', D)
+        out_lens = self.subsampling.output_lengths(feat_lens)
         if chunk_size > 0:
             chunks = chunk_mask(x.size(1), chunk_size, left_chunks, x.device)  # (T', T')
             mask = chunks if mask is None else mask & chunks
@@ -235,14 +237,23 @@ class ConformerEncoder(nn.Module):
             x, _ = block(x, pos, attn, pad)
         return x.masked_fill(~pad[..., None], 0.0), out_lens
 
-    def _encode_local(self, x: Tensor, out_lens: Tensor, window: LocalWindow) -> tuple[Tensor, Tensor]:
-        """The blocks over subsampled x (B, T', D) with blockwise local attention."""
-        pad = padding_mask(out_lens, x.size(1))  # (B, T')
-        x = self.dropout(x * math.sqrt(self.dim))
-        pos = self.dropout(sinusoids(window.distances(x.device), self.dim))  # (P, D)
-        for block in self.blocks:
-            x, _ = block(x, pos, None, pad, window=window)
-        return x.masked_fill(~pad[..., None], 0.0), out_lens
+    def _encode_local(self, feats: Tensor, feat_lens: Tensor, window: LocalWindow) -> tuple[Tensor, Tensor]:
+        """Subsampling and blocks with blockwise local attention, piece by piece (``nn/local_attention.in_pieces``):
+        encoder frames [start, end) from features [start f, (end - 1) f + receptive field) alone."""
+        sub = self.subsampling
+        out_lens = sub.output_lengths(feat_lens)
+        pos = self.dropout(sinusoids(window.distances(feats.device), self.dim))  # (P, D)
+
+        def run(start: int, end: int) -> Tensor:
+            x = sub(feats[:, start * sub.factor : (end - 1) * sub.factor + sub.receptive_field])  # (B, end - start, D)
+            pad = padding_mask((out_lens - start).clamp(0, end - start), end - start)  # (B, end - start)
+            x = self.dropout(x * math.sqrt(self.dim))
+            for block in self.blocks:
+                x, _ = block(x, pos, None, pad, window=window)
+            return x.masked_fill(~pad[..., None], 0.0)
+
+        total = int(conv_lengths(feats.size(1), sub.layout))
+        return in_pieces(run, total, window.piece_frames, window.halo(len(self.blocks), self.kernel_size)), out_lens
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> EncoderStreamState:
         """Empty caches for ``batch`` streams (the causal convolution starts from zeros, like its padding)."""
