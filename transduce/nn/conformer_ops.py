@@ -4,8 +4,8 @@
 Dimension letters: B batch, H heads, T query frames, S key frames, R = T + S - 1 relative distances, E head size,
 D channels, K kernel size, C channels of a 2-D convolution, F frequency bins.
 
-- ``rel_position_attention``: Transformer-XL attention written out (scores, softmax, values) instead of SDPA with a
-  float bias. The bias needs a gradient, so PyTorch's CPU SDPA falls back to its math kernel anyway, and the
+- ``rel_position_attention``: on CPUs, Transformer-XL attention written out (scores, softmax, values) instead of SDPA
+  with a float bias. The bias needs a gradient, so PyTorch's CPU SDPA falls back to its math kernel anyway, and the
   written-out form saves the passes around it (the bias's division and masked copy, SDPA's own scaling and its
   fully-masked-row check): the scale goes into the (B, H, T, E) queries, the position scores are added by
   ``baddbmm``, padding is masked in place.
