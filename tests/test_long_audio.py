@@ -11,13 +11,13 @@ import pytest
 import torch
 from testkit import run_cli
 
-from transduce.data.audio import audio_blocks, load_audio
+from transduce.data.audio import audio_blocks, audio_duration, load_audio
 from transduce.data.digits import write_long_recording
 from transduce.errors import ConfigError
 from transduce.long_audio import LONG_AUDIO_SECONDS, default_cuts, encode_with_memory, speech_pieces, transcribe_long
 from transduce.metrics.wer import wer
 from transduce.nn.local_attention import LocalWindow
-from transduce.recognize import Recognizer
+from transduce.recognize import BLOCKWISE_SECONDS, Recognizer
 from transduce.streaming.endpoint import iter_segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,14 @@ def test_blocks_are_the_whole_waveform(recording: tuple[Path, list]) -> None:
     blocks = list(audio_blocks(path, 16000, seconds=0.37))
     assert len(blocks) > 100
     torch.testing.assert_close(torch.cat(blocks), load_audio(path, 16000), atol=1e-6, rtol=0)
+
+
+def test_features_of_a_long_file_are_made_block_by_block_and_equal_the_whole_signal_ones(
+        recording: tuple[Path, list], recognizer: Recognizer) -> None:
+    path, _ = recording
+    assert audio_duration(path) > BLOCKWISE_SECONDS
+    torch.testing.assert_close(recognizer.features(path), recognizer.fbank(load_audio(path, 16000)), atol=1e-5,
+                               rtol=0)
 
 
 def test_pieces_are_cut_lazily_and_hold_their_own_samples(recording: tuple[Path, list],

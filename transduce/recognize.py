@@ -16,8 +16,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from transduce.config import CTCDecodeConfig, RunConfig, fbank_config
-from transduce.data.audio import load_audio
-from transduce.data.features import Fbank, FbankConfig
+from transduce.data.audio import audio_blocks, audio_duration, load_audio
+from transduce.data.features import Fbank, FbankConfig, StreamingFbank
 from transduce.data.speech_batching import pad_features
 from transduce.data.text import read_lines
 from transduce.data.tokenizer import Tokenizer
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 MODES = ("ctc", "attention", "joint", "rescore")
 SHAPE_STEP = 64
 """Feature frames (0.64 s) that batch lengths are rounded up to (masked padding)."""
+BLOCKWISE_SECONDS = 60.0
+"""Files longer than this are turned into features block by block."""
 
 Audio = str | Path | Tensor
 """A file path, or a 1-D float waveform already at the model's sample rate."""
@@ -158,7 +160,13 @@ class Recognizer:
         return path
 
     def features(self, audio: Audio) -> Tensor:
-        """(T, F) log-mel filterbank of a file or waveform."""
+        """(T, F) log-mel filterbank of a file or waveform. A file over ``BLOCKWISE_SECONDS`` is read, resampled and
+        framed block by block (the same frames): the whole-signal transform holds several copies of the signal
+        in frames and spectra, gigabytes for an hour, where the features themselves are ~2 MB a minute."""
+        if not isinstance(audio, Tensor) and audio_duration(audio) > BLOCKWISE_SECONDS:
+            features = StreamingFbank(self.fbank)
+            with torch.no_grad():
+                return torch.cat([features.accept(block.float()) for block in audio_blocks(audio, self.sample_rate)])
         wave = audio if isinstance(audio, Tensor) else load_audio(audio, self.sample_rate)
         with torch.no_grad():
             return self.fbank(wave.float())

@@ -8,7 +8,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from transduce.nn.conformer import ConformerEncoder, RelPositionMultiHeadAttention, sinusoids
-from transduce.nn.local_attention import LocalWindow
+from transduce.nn.local_attention import LocalWindow, in_pieces
 from transduce.nn.masks import chunk_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,6 +66,43 @@ def test_local_encoder_equals_full_encoder_with_band_mask(causal: bool, block: i
     assert local.shape == full.shape and torch.equal(local_lens, torch.tensor([56, 37]))
     torch.testing.assert_close(local, full, atol=1e-5, rtol=1e-5)
     assert (local - unrestricted).abs().max() > 1e-3  # the window matters: the comparison is not vacuous
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("block", "left", "right", "piece"), [(4, 2, 0, 8), (4, 1, 1, 10), (2, 3, 2, 2)])
+def test_pieces_with_their_halo_equal_the_whole_input(causal: bool, block: int, left: int, right: int,
+                                                      piece: int) -> None:
+    enc = encoder(causal)
+    feats = torch.randn(2, 330, F_BINS)
+    lens = torch.tensor([330, 201])
+    with torch.no_grad():
+        whole, _ = enc.encode(feats, lens, window=LocalWindow(block=block, left=left, right=right, piece=0))
+        pieces, _ = enc.encode(feats, lens, window=LocalWindow(block=block, left=left, right=right, piece=piece))
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_a_halo_short_of_the_reach_changes_the_output() -> None:
+    """The halo is needed: pieces with one block of left context, or none on the right, differ from the whole
+    input (the test above is not vacuous; random weights make the far edge of the reach weigh ~1e-3)."""
+    enc = encoder(False)
+    feats, lens = torch.randn(1, 330, F_BINS), torch.tensor([330])
+    window = LocalWindow(block=4, left=2, right=1, piece=0)
+    left, right = window.halo(len(enc.blocks), enc.kernel_size)
+    with torch.no_grad():
+        whole, _ = enc.encode(feats, lens, window=window)
+        x = enc.subsampling(feats)
+        pad = torch.ones(1, x.size(1), dtype=torch.bool)
+        pos = sinusoids(window.distances(), 32)
+
+        def run(start: int, end: int) -> torch.Tensor:
+            y = enc.dropout(x[:, start:end] * enc.dim**0.5)
+            for block in enc.blocks:
+                y, _ = block(y, pos, None, pad[:, start:end], window=window)
+            return y
+
+        assert torch.allclose(in_pieces(run, x.size(1), 8, (left, right)), whole, atol=1e-5)
+        assert not torch.allclose(in_pieces(run, x.size(1), 8, (4, right)), whole, atol=1e-2)
+        assert not torch.allclose(in_pieces(run, x.size(1), 8, (left, 0)), whole, atol=1e-2)
 
 
 def test_window_distances_match_the_full_relative_table() -> None:

@@ -14,6 +14,7 @@ Dimension letters: B batch, H heads, T frames, E head size, D model size, C bloc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +33,29 @@ class LocalWindow:
     right: int = 0
     group: int = 64
     """Blocks computed together (a memory/speed trade-off; the result does not depend on it)."""
+    piece: int = 8192
+    """Frames an encoder computes at once (rounded up to whole blocks), each piece with the halo its outputs
+    depend on (``in_pieces``); 0 = the whole input. The result does not depend on it."""
 
     def __post_init__(self) -> None:
-        for name, low in (("block", 1), ("left", 0), ("right", 0), ("group", 1)):
+        for name, low in (("block", 1), ("left", 0), ("right", 0), ("group", 1), ("piece", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"local attention {name} must be >= {low}, got {getattr(self, name)}")
+
+    @property
+    def piece_frames(self) -> int:
+        """``piece`` rounded up to whole blocks, so that pieces start on block boundaries."""
+        return -(-self.piece // self.block) * self.block
+
+    def halo(self, layers: int, kernel_size: int) -> tuple[int, int]:
+        """(left, right) frames that the outputs of ``layers`` blocks (attention in this window, then a
+        convolution of ``kernel_size``, causal or centred) can depend on beyond themselves, the left rounded up
+        to whole blocks. Per layer a frame sees at most L C + C - 1 frames back and (R + 1) C - 1 ahead through
+        attention, K - 1 through the convolution; the reach of a stack is the sum over its layers."""
+        c = self.block
+        left = layers * (self.left * c + c - 1 + kernel_size - 1)
+        right = layers * ((self.right + 1) * c - 1 + kernel_size - 1)
+        return -(-left // c) * c, right
 
     @property
     def keys(self) -> int:
@@ -100,3 +119,19 @@ def local_attention(q_u: Tensor, q_v: Tensor, k: Tensor, v: Tensor, p: Tensor, k
                    dropout_p=dropout_p)
         out.append(y.reshape(b, h, g * c, e))  # (B, H, G C, E)
     return torch.cat(out, dim=2)[:, :, :t]  # (B, H, T, E)
+
+
+def in_pieces(run: Callable[[int, int], Tensor], total: int, piece: int, halo: tuple[int, int]) -> Tensor:
+    """Outputs of frames 0..``total`` - 1, ``piece`` frames at a time: ``run(start, end)`` computes frames
+    [start, end) from those frames alone -> (B, end - start, D); each piece [a, b) is run on
+    [a - left, b + right) (clipped to the input) and only [a, b) kept, so with the encoder's ``halo`` the
+    result equals ``run(0, total)`` while memory follows the piece, not the input. -> (B, total, D)."""
+    if piece <= 0 or total <= piece:
+        return run(0, total)
+    left, right = halo
+    out = []
+    for a in range(0, total, piece):
+        b = min(a + piece, total)
+        start, end = max(a - left, 0), min(b + right, total)
+        out.append(run(start, end)[:, a - start : b - start])  # (B, b - a, D)
+    return torch.cat(out, dim=1)
