@@ -5,7 +5,8 @@ Frames are grouped in blocks of C; every query of block n attends to the keys of
 computed block by block: each block's window of W = (L + 1 + R) C keys is cut out of the padded keys with
 ``unfold`` (a view), and blocks are processed G at a time, so attention needs O(G C W) memory at once and
 O(T W) time in all, never O(T^2). Since every block sees its window at the same offsets, one (C, W) table of
-relative distances serves all blocks.
+relative distances serves all blocks. A whole encoder runs ``piece`` frames at a time (``in_pieces``), each piece
+with the halo of frames its outputs depend on (``LocalWindow.halo``), so its memory follows the piece too.
 
 Dimension letters: B batch, H heads, T frames, E head size, D model size, C block size, N blocks
 (ceil(T / C)), G blocks per group, W window keys, P = C + W - 1 relative distances.
