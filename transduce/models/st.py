@@ -85,7 +85,7 @@ class SpeechTranslationModel(nn.Module):
         short = self.encoder.subsampling.min_frames - feats.size(1)
         if short > 0:  # too short for one output frame: padded to one, which every length (0) masks
             feats = F.pad(feats, (0, 0, 0, short))  # (B, min_frames, F)
-        tapped: list[Tensor] = []
+        tapped: list[Tensor] = []  # block ctc_layer's output (B, T', D), caught on its way through encode
         hook = None
         if self.ctc_layer:
             blocks = self.encoder.blocks if isinstance(self.encoder, ConformerEncoder) else self.encoder.layers
