@@ -156,6 +156,21 @@ def test_transcribe_equals_the_recognizer(client, served: Served, tmp_path) -> N
                                          "text": best.text}]
 
 
+def test_a_recognition_error_is_one_line_500_and_the_next_request_works(client, served: Served, monkeypatch) -> None:
+    recognizer = served.models["digits-hybrid-streaming"].engine
+    expected = client.post("/v1/transcribe", content=WAVS[0].read_bytes()).json()["text"]
+
+    def broken(waves):
+        raise RuntimeError("the model broke on this input")
+
+    monkeypatch.setattr(recognizer, "search", broken)
+    r = client.post("/v1/transcribe", content=WAVS[0].read_bytes())
+    assert r.status_code == 500
+    assert r.json() == {"error": "recognition failed: the model broke on this input"}
+    monkeypatch.undo()
+    assert client.post("/v1/transcribe", content=WAVS[0].read_bytes()).json()["text"] == expected
+
+
 def test_bad_audio_is_one_line_400(client) -> None:
     for body in (b"not audio at all", b"RIFF\x00\x00"):
         r = client.post("/v1/transcribe", content=body)

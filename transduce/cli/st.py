@@ -98,7 +98,6 @@ def evaluate(args: argparse.Namespace) -> int:
     real-time factor, as JSON."""
     from transduce.cli.commands import _decode_overrides
     from transduce.data.speech_translation import read_st_manifest
-    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
     _check(args)
     if not args.manifest:
@@ -109,25 +108,12 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--tgt-lang {lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
     utts = read_st_manifest(args.manifest, [lang], check_audio=True)
     overrides = _decode_overrides(args)
-    refs = [u.translation[lang] for u in utts]
     started = time.perf_counter()
     sources = cascade.transcribe([u.utt.audio for u in utts])
     asr_seconds = time.perf_counter() - started
     hyps = cascade.translator.translate(sources, **overrides)
     seconds = time.perf_counter() - started
-    audio_seconds = sum(u.utt.duration for u in utts)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.writelines(f"{h}\n" for h in hyps)
-    result = {
-        **sacre_scores(hyps, refs),
-        "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
-        "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
-        "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1),
-        "truecase": args.truecase, "asr_seconds": round(asr_seconds, 2), "seconds": round(seconds, 2),
-        "rtf": round(seconds / audio_seconds, 4),
-    }
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    _report(args, hyps, utts, lang, seconds, truecase=args.truecase, asr_seconds=round(asr_seconds, 2))
     return 0
 
 
@@ -191,17 +177,27 @@ def evaluate_e2e(args: argparse.Namespace) -> int:
     """BLEU, chrF and tokenized-lowercased BLEU of the end-to-end model against the manifest's translations in
     --tgt-lang (default: the model's first language), and its real-time factor, as JSON (the cascade's keys)."""
     from transduce.data.speech_translation import read_st_manifest
-    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
     if not args.manifest:
         raise UsageError(f"{args.model} evaluates the utterances of a speech translation --manifest")
     translator, overrides = _load_e2e(args)
     lang = args.tgt_lang or translator.langs[0]
     utts = read_st_manifest(args.manifest, [lang], check_audio=True)
-    refs = [u.translation[lang] for u in utts]
     started = time.perf_counter()
     hyps = translator.translate([u.utt.audio for u in utts], lang, **overrides)
     seconds = time.perf_counter() - started
+    _report(args, hyps, utts, lang, seconds, beam=overrides.get("beam", translator.config.decode.beam),
+            chunk_size=overrides.get("chunk_size", translator.config.decode.chunk_size))
+    return 0
+
+
+def _report(args: argparse.Namespace, hyps: list[str], utts: list[Any], lang: str, seconds: float,
+            **settings: object) -> None:
+    """Write --output, then print the scores of ``hyps`` against the utterances' ``lang`` translations and the
+    real-time factor as JSON (the keys the cascade and the end-to-end model share, then ``settings``)."""
+    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
+
+    refs = [u.translation[lang] for u in utts]
     audio_seconds = sum(u.utt.duration for u in utts)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
@@ -210,10 +206,7 @@ def evaluate_e2e(args: argparse.Namespace) -> int:
         **sacre_scores(hyps, refs),
         "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
         "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
-        "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1),
-        "beam": overrides.get("beam", translator.config.decode.beam),
-        "chunk_size": overrides.get("chunk_size", translator.config.decode.chunk_size), "seconds": round(seconds, 2),
-        "rtf": round(seconds / audio_seconds, 4),
+        "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1), **settings,
+        "seconds": round(seconds, 2), "rtf": round(seconds / audio_seconds, 4),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0

@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -272,23 +273,28 @@ async def transcribe(request: Request) -> Response:
     "text"}], "model", "request_id"}``. The audio is held in memory (bounded) in case feedback asks to keep it."""
     served: Served = request.app.state.served
     model = served.pick("speech", request.query_params.get("model"))
+    result = await _audio_job(request, served, "recognition", lambda body: _transcribe_bytes(served, model, body))
+    wave = result.pop("audio")
+    rate = model.recognizer.sample_rate
+    result["request_id"] = served.record(model.name, result["text"], audio=wave, sample_rate=rate)
+    return JSONResponse({**result, "model": model.name})
+
+
+async def _audio_job(request: Request, served: Served, what: str, work: Callable[[bytes], Any]) -> Any:
+    """``work(body)`` on the request's audio file in the model worker thread. An empty body or bad audio is a
+    400, a model error a 500 naming ``what`` ("recognition failed: ..."), logged; each answers this request only."""
     body = await read_body(request.stream(), request.headers.get("content-length"), served.limits.max_body_bytes)
     if not body:
         raise LimitError(400, "request body: empty; send the audio file as the body")
     try:
-        result = await asyncio.get_running_loop().run_in_executor(served.workers, _transcribe_bytes, served, model,
-                                                                  body)
+        return await asyncio.get_running_loop().run_in_executor(served.workers, work, body)
     except LimitError:
         raise
     except DataError as err:
         raise LimitError(400, str(err)) from None
     except Exception as err:  # noqa: BLE001 - a model error answers this request only
-        log.exception("transcribe failed")
-        return _error(500, f"recognition failed: {err or type(err).__name__}")
-    wave = result.pop("audio")
-    rate = model.recognizer.sample_rate
-    result["request_id"] = served.record(model.name, result["text"], audio=wave, sample_rate=rate)
-    return JSONResponse({**result, "model": model.name})
+        log.exception("%s failed", what)
+        raise LimitError(500, f"{what} failed: {err or type(err).__name__}") from None
 
 
 def _read_audio(served: Served, body: bytes, sample_rate: int) -> tuple[Tensor, float]:
@@ -319,7 +325,6 @@ def _transcribe_bytes(served: Served, model: ServedModel, body: bytes) -> dict[s
     return {"text": text, "segments": segments, "audio": wave}
 
 
-
 async def speech_translate(request: Request) -> Response:
     """The audio file as the body, ``?model=`` and ``?tgt_lang=`` (default the model's first language) ->
     ``{"text", "tgt_lang", "model"}``, from an end-to-end speech translation model (no feedback for these yet)."""
@@ -330,21 +335,10 @@ async def speech_translate(request: Request) -> Response:
         model.engine.tag(lang)
     except UsageError as err:
         raise LimitError(400, str(err).replace("--tgt-lang", "tgt_lang")) from None
-    body = await read_body(request.stream(), request.headers.get("content-length"), served.limits.max_body_bytes)
-    if not body:
-        raise LimitError(400, "request body: empty; send the audio file as the body")
 
-    def run() -> str:
+    def run(body: bytes) -> str:
         wave, _ = _read_audio(served, body, model.engine.sample_rate)
         return model.engine.translate([wave], lang)[0]
 
-    try:
-        text = await asyncio.get_running_loop().run_in_executor(served.workers, run)
-    except LimitError:
-        raise
-    except DataError as err:
-        raise LimitError(400, str(err)) from None
-    except Exception as err:  # noqa: BLE001 - a model error answers this request only
-        log.exception("speech-translate failed")
-        return _error(500, f"speech translation failed: {err or type(err).__name__}")
+    text = await _audio_job(request, served, "speech translation", run)
     return JSONResponse({"text": text, "tgt_lang": lang, "model": model.name})
