@@ -70,7 +70,7 @@ def joined(lines: list[str], n: int) -> list[str]:
 
 def evaluate(model: Path, args: argparse.Namespace) -> dict[int, float]:
     """BLEU (tokenized, lowercased, as docs/results) per joined length, greedy search."""
-    from transduce.metrics.bleu import tokenized_bleu
+    from transduce.metrics.bleu import mmt_tokenize, tokenized_bleu
     from transduce.translate import Translator
 
     translator = Translator.load(model, ensemble=(), rerank=())
@@ -80,7 +80,8 @@ def evaluate(model: Path, args: argparse.Namespace) -> dict[int, float]:
     for n in args.lengths:
         hyps = translator.translate(joined(src, n), beam=1, batch_size=16)
         scores[n] = tokenized_bleu(hyps, joined(ref, n), "de")
-        print(f"  {model.parent.name} x{n}: BLEU {scores[n]}", flush=True)
+        words = sum(len(mmt_tokenize(h, "de").split()) for h in hyps) / sum(len(r.split()) for r in joined(ref, n))
+        print(f"  {model.parent.name} x{n}: BLEU {scores[n]}, output/reference words {words:.2f}", flush=True)
     return scores
 
 
