@@ -236,26 +236,32 @@ class Pipeline:
         return 0.0
 
 
+def gather_model_state(model: nn.Module, ctx: DistContext) -> dict[str, Any]:
+    """The whole model's state dict, keyed as one process saves it, gathered from every stage onto every rank
+    (collective; tensors on the CPU). Evaluation needs only this, not the optimizer's state."""
+    mine = {k: v.cpu() for k, v in model.state_dict().items() if not v.is_meta}  # outside the stage: meta
+    whole: dict[str, Any] = {}
+    for part in ctx.gather(mine):
+        whole.update(part)
+    return whole
+
+
 def gather_state(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole model's and optimizer's state dicts, keyed by parameter name as one process saves them,
     gathered from every stage onto every rank (collective; tensors on the CPU)."""
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    states: Any = get_state_dict(model, optimizer)  # FQN-keyed; parameters outside the stage are meta tensors
-    model_state, optim_state = states
-    mine = {k: v.cpu() for k, v in model_state.items() if not v.is_meta}
+    optim_state: Any = get_optimizer_state_dict(model, optimizer)  # FQN-keyed, the stage's parameters only
     state = {k: {n: v.cpu() if isinstance(v, Tensor) else v for n, v in s.items()}
              for k, s in optim_state["state"].items()}
-    parts = ctx.gather((mine, state, [g["params"] for g in optim_state["param_groups"]]))
-    whole_model: dict[str, Any] = {}
+    parts = ctx.gather((state, [g["params"] for g in optim_state["param_groups"]]))
     whole_state: dict[str, Any] = {}
-    for part_model, part_state, _ in parts:
-        whole_model.update(part_model)
+    for part_state, _ in parts:
         whole_state.update(part_state)
     order = {name: i for i, name in enumerate(n for n, _ in model.named_parameters())}
     groups = []
     for i, group in enumerate(optim_state["param_groups"]):
-        names = {name for _, _, part_groups in parts for name in part_groups[i]}
+        names = {name for _, part_groups in parts for name in part_groups[i]}
         groups.append({**group, "params": sorted(names, key=order.__getitem__)})
-    return whole_model, {"state": whole_state, "param_groups": groups}
+    return gather_model_state(model, ctx), {"state": whole_state, "param_groups": groups}

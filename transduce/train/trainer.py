@@ -30,7 +30,7 @@ from transduce.train.distributed import init_distributed, skip_grad_sync, wrap_f
 from transduce.train.export import export_model
 from transduce.train.finetune import load_initial_weights, share_tokenizers
 from transduce.train.interrupt import GracefulStop
-from transduce.train.pipeline import Pipeline, gather_state
+from transduce.train.pipeline import Pipeline, gather_model_state, gather_state
 from transduce.train.precision import Precision, detect_hardware, resolve_precision
 from transduce.train.runtime import tune_malloc
 from transduce.train.schedule import learning_rate
@@ -305,7 +305,7 @@ class Trainer:
         weights, so each rank decodes its share of the dev set (model parallel: all of it) without collectives."""
         if not (self.sharded or self.model_parallel):
             return self.model
-        full = (gather_state(self.model, self.optimizer, self.dist)[0] if self.pipeline else
+        full = (gather_model_state(self.model, self.dist) if self.pipeline else
                 get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True)))
         if self._eval_copy is None:
             self._eval_copy = self.task.build_model().to(self.device)
