@@ -167,7 +167,13 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance],
         obj = {"id": u.id, "audio": Path(audio).as_posix(), "duration": u.duration, "text": u.text,
                "speaker": u.speaker, **extra}
         lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    write_lines_atomic(path, lines)
+
+
+def write_lines_atomic(path: Path, lines: list[str]) -> None:
+    """Write ``lines`` to ``path`` (whose folder exists) through a temp file and a rename: readers never see half
+    a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(lines)
