@@ -27,7 +27,7 @@ from transduce.nn.local_attention import LocalWindow
 from transduce.nn.masks import padding_mask
 from transduce.nn.state import DecoderState
 from transduce.nn.stream_state import EncoderStreamState
-from transduce.nn.subsampling import LAYOUTS, conv_lengths
+from transduce.nn.subsampling import LAYOUTS, FrontEnd, conv_lengths
 from transduce.nn.tying import shared_tensor_names
 
 BLANK = 0
@@ -310,8 +310,10 @@ def _check(cfg: CTCModelConfig, vocab_size: int) -> None:
         fail("full_context_prob", f"must be in [0, 1], got {cfg.full_context_prob}")
 
 
-def build_ctc(cfg: CTCModelConfig, vocab_size: int, normalizer: nn.Module | None = None) -> CTCModel:
-    """Config + vocabulary size (including blank = 0) -> CTC model; raises ValueError on bad values."""
+def build_ctc(cfg: CTCModelConfig, vocab_size: int, normalizer: nn.Module | None = None, *,
+              front_end: FrontEnd | None = None) -> CTCModel:
+    """Config + vocabulary size (including blank = 0) -> CTC model; raises ValueError on bad values.
+    ``front_end``: a module in place of the encoder's convolutional subsampling (the image front end)."""
     _check(cfg, vocab_size)
     encoder: ConformerEncoder | TransformerSpeechEncoder
     if cfg.encoder == "conformer":
@@ -319,13 +321,13 @@ def build_ctc(cfg: CTCModelConfig, vocab_size: int, normalizer: nn.Module | None
             cfg.input_dim, cfg.dim, heads=cfg.heads, layers=cfg.layers, ffn_dim=cfg.ffn_dim,
             kernel_size=cfg.kernel_size, subsampling=cfg.subsampling, dropout=cfg.dropout,
             subsampling_channels=cfg.subsampling_channels,
-            attention_dropout=cfg.attention_dropout, causal=cfg.causal_conv,
+            attention_dropout=cfg.attention_dropout, causal=cfg.causal_conv, front_end=front_end,
         )
     else:
         encoder = TransformerSpeechEncoder(
             cfg.input_dim, cfg.dim, heads=cfg.heads, layers=cfg.layers, ffn_dim=cfg.ffn_dim,
             subsampling=cfg.subsampling, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            subsampling_channels=cfg.subsampling_channels,
+            subsampling_channels=cfg.subsampling_channels, front_end=front_end,
         )
     decoders = [_decoder(cfg, vocab_size, layers) if layers else None
                 for layers in (cfg.decoder_layers, cfg.reverse_decoder_layers)]

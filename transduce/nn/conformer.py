@@ -26,7 +26,7 @@ from transduce.nn.local_attention import LocalWindow, in_pieces, local_attention
 from transduce.nn.masks import attendable, chunk_mask, encoder_masks, padding_mask, stream_mask, stream_masks
 from transduce.nn.state import KVCache
 from transduce.nn.stream_state import ConformerLayerState, EncoderStreamState, advance_streams
-from transduce.nn.subsampling import Conv2dSubsampling, conv_lengths
+from transduce.nn.subsampling import Conv2dSubsampling, FrontEnd, conv_lengths
 from transduce.nn.transformer import EncoderLayer
 
 
@@ -200,10 +200,12 @@ class ConformerEncoder(nn.Module):
     def __init__(
         self, input_dim: int, dim: int, *, heads: int, layers: int, ffn_dim: int, kernel_size: int,
         subsampling: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0, causal: bool = False,
-        subsampling_channels: int = 0,
+        subsampling_channels: int = 0, front_end: FrontEnd | None = None,
     ) -> None:
+        """``front_end``: an already-built module in place of the ``Conv2dSubsampling`` (the image front end)."""
         super().__init__()
-        self.subsampling = Conv2dSubsampling(input_dim, dim, subsampling, channels=subsampling_channels)
+        self.subsampling: FrontEnd = front_end if front_end is not None else Conv2dSubsampling(
+            input_dim, dim, subsampling, channels=subsampling_channels)
         self.blocks = nn.ModuleList(
             ConformerBlock(dim, heads, ffn_dim, kernel_size, dropout=dropout,
                            attention_dropout=attention_dropout, causal=causal)
@@ -355,9 +357,11 @@ class TransformerSpeechEncoder(nn.Module):
     def __init__(
         self, input_dim: int, dim: int, *, heads: int, layers: int, ffn_dim: int,
         subsampling: int = 4, dropout: float = 0.1, attention_dropout: float = 0.0, subsampling_channels: int = 0,
+        front_end: FrontEnd | None = None,
     ) -> None:
         super().__init__()
-        self.subsampling = Conv2dSubsampling(input_dim, dim, subsampling, channels=subsampling_channels)
+        self.subsampling: FrontEnd = front_end if front_end is not None else Conv2dSubsampling(
+            input_dim, dim, subsampling, channels=subsampling_channels)
         self.layers = nn.ModuleList(
             EncoderLayer(dim, heads, ffn_dim, dropout=dropout, attention_dropout=attention_dropout)
             for _ in range(layers)

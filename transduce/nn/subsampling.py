@@ -11,6 +11,8 @@ get n outputs.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,6 +31,32 @@ def conv_lengths(lengths: Tensor | int, layout: list[tuple[int, int]]) -> Tensor
     for kernel, stride in layout:
         lengths = (lengths - kernel) // stride + 1
     return lengths
+
+
+def right_context(layout: list[tuple[int, int]]) -> int:
+    """Input frames after the first one that output frame 0 needs: sum of (k - 1) * (product of earlier strides)
+    (e.g. [(3, 2), (3, 2)]: 2 + 2 * 2 = 6, a receptive field of 7)."""
+    right, stride_product = 0, 1
+    for kernel, stride in layout:
+        right += (kernel - 1) * stride_product
+        stride_product *= stride
+    return right
+
+
+class FrontEnd(Protocol):
+    """What the speech encoders ask of the module in front of them (``Conv2dSubsampling``; the image front end
+    ``nn/image_frontend.py``): (B, T, F) -> (B, T', D) with T' = output_lengths(T), output frame t reading input
+    frames [t * factor, t * factor + receptive_field) of unpadded ``layout`` convolutions over T."""
+
+    factor: int
+    layout: list[tuple[int, int]]
+    right_context: int
+    receptive_field: int
+    min_frames: int
+
+    def output_lengths(self, lengths: Tensor) -> Tensor: ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
 
 
 class Conv2dSubsampling(nn.Module):
@@ -54,13 +82,8 @@ class Conv2dSubsampling(nn.Module):
             previous = width
         self.conv = nn.Sequential(*layers)
         self.out = nn.Linear(width * freq, dim)
-        # frames after the first one that output frame 0 needs: sum of (k - 1) * (product of earlier strides)
-        right, stride_product = 0, 1
-        for kernel, stride in self.layout:
-            right += (kernel - 1) * stride_product
-            stride_product *= stride
-        self.right_context = right
-        self.receptive_field = right + 1
+        self.right_context = right_context(self.layout)
+        self.receptive_field = self.right_context + 1
         self.min_frames = self.receptive_field  # the smallest input that yields one output frame
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
