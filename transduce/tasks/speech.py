@@ -144,13 +144,7 @@ class CTCTask:
         self.valid_targets = self.tokenizer.encode([u.text for u in self.valid])
 
     def _tokenizer(self, texts: list[str]) -> Tokenizer:
-        path = self.run_dir / TOKENIZER
-        if path.is_file():
-            return Tokenizer(path)
-        d = self.cfg.data
-        tok = train_sentencepiece(texts, path, vocab_size=d.vocab_size, model_type=d.tokenizer)
-        self.log(f"trained {d.tokenizer} tokenizer: {len(tok)} pieces")
-        return tok
+        return transcript_tokenizer(self.run_dir / TOKENIZER, texts, self.cfg.data, self.log)
 
     def _cmvn(self, train: list[Utterance]) -> CMVNStats:
         path = self.run_dir / CMVN
@@ -166,11 +160,8 @@ class CTCTask:
         targets = self.tokenizer.encode([u.text for u in utts])
         frames = torch.tensor(utterance_frames(utts, self.fbank))
         out_lens = self.build_model().encoder.subsampling.output_lengths(frames).tolist()
-        keep = []
-        for i, (u, t) in enumerate(zip(utts, targets, strict=True)):
-            needed = len(t) + sum(a == b for a, b in zip(t, t[1:], strict=False))
-            if u.duration <= self.cfg.data.max_duration and t and out_lens[i] >= needed:
-                keep.append(i)
+        emittable = ctc_emittable(targets, out_lens)
+        keep = [i for i, u in enumerate(utts) if u.duration <= self.cfg.data.max_duration and emittable[i]]
         if not keep:
             raise DataError(f"{Path(self.cfg.data.dir) / self.cfg.data.train}: no usable training utterances")
         dropped = len(utts) - len(keep)
@@ -197,39 +188,62 @@ class CTCTask:
                                   utterance_norm=self.cfg.model.utterance_norm, seed=self.cfg.train.seed, epoch=epoch)
         return iterate_speech(batches, collator, start=start, num_workers=self.cfg.data.num_workers)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, dist: DistContext, autocast: AbstractContextManager
                  ) -> tuple[dict[str, Any], float]:
         """Dev CTC loss per token in bits (as the training loss) and greedy-decoding WER/CER (batches shared out
         over ranks)."""
-        model.eval()
-        device = next(model.parameters()).device
         collator = SpeechCollator(self.valid, self.valid_targets, fbank=self.fbank)
         batches = make_speech_batches(utterance_frames(self.valid, self.fbank), max_frames=self.cfg.train.max_tokens,
                                       seed=0, epoch=0, shuffle=False)
-        mine = dist.shard(batches)
-        loss_sum = att_sum = tokens = 0.0
-        decoded: list[tuple[int, list[int]]] = []
-        hybrid = getattr(model, "decoder", None) is not None
-        for batch in iterate_speech(mine, collator, num_workers=self.cfg.data.num_workers):
-            batch = batch.to(device)
-            with autocast:
-                out, out_lens = model.encode(batch.feats, batch.feat_lens)  # type: ignore[operator]
-                log_probs = model.ctc_log_probs(out)  # type: ignore[operator]
-                if hybrid:
-                    att_sum += float(attention_loss(model, out, out_lens, batch.targets,  # type: ignore[arg-type]
-                                                    batch.target_lens)[1])
-            loss_sum += float(ctc_loss(log_probs.float(), out_lens, batch.targets, batch.target_lens))
-            tokens += batch.num_tokens
-            hyps = ctc_greedy(log_probs.float().cpu(), out_lens.cpu())
-            decoded += [(int(i), h.tokens) for i, h in zip(batch.indices, hyps, strict=True)]
-        loss_sum, att_sum, tokens = dist.sum([loss_sum, att_sum, tokens], device)
-        pairs = [p for part in dist.gather(decoded) for p in part]  # every rank's (index, tokens)
-        order = dict(pairs)
-        texts = self.tokenizer.decode([order[i] for i in range(len(self.valid))])
-        refs = [u.text for u in self.valid]
-        result = {"loss": round(loss_sum / tokens / math.log(2), 4), "wer": round(wer(texts, refs), 2),
-                  "cer": round(cer(texts, refs), 2)}
-        if hybrid:
-            result["att_loss"] = round(att_sum / tokens / math.log(2), 4)
-        return result, -result["wer"]
+        dev = iterate_speech(dist.shard(batches), collator, num_workers=self.cfg.data.num_workers)
+        return evaluate_ctc(model, dev, [u.text for u in self.valid], self.tokenizer, dist, autocast)
+
+
+def transcript_tokenizer(path: Path, texts: list[str], data: Any, log: Callable[[str], None]) -> Tokenizer:
+    """The run's tokenizer at ``path``, trained on ``texts`` (``data.tokenizer`` type, ``data.vocab_size``) the
+    first time."""
+    if path.is_file():
+        return Tokenizer(path)
+    tok = train_sentencepiece(texts, path, vocab_size=data.vocab_size, model_type=data.tokenizer)
+    log(f"trained {data.tokenizer} tokenizer: {len(tok)} pieces")
+    return tok
+
+
+def ctc_emittable(targets: list[list[int]], out_lens: list[int]) -> list[bool]:
+    """Whether CTC can emit each non-empty target in its encoder frames (tokens plus repeats, which need a blank
+    between them)."""
+    return [bool(t) and n >= len(t) + sum(a == b for a, b in zip(t, t[1:], strict=False))
+            for t, n in zip(targets, out_lens, strict=True)]
+
+
+@torch.no_grad()
+def evaluate_ctc(model: nn.Module, batches: Iterator[SpeechBatch], refs: list[str], tokenizer: Tokenizer,
+                 dist: DistContext, autocast: AbstractContextManager) -> tuple[dict[str, Any], float]:
+    """Dev CTC loss per token in bits, [attention loss,] and greedy WER/CER of a CTC model over this rank's
+    ``batches`` of the dev set (inputs as feature frames or image columns; ``refs`` in dev order)."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = att_sum = tokens = 0.0
+    decoded: list[tuple[int, list[int]]] = []
+    hybrid = getattr(model, "decoder", None) is not None
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast:
+            out, out_lens = model.encode(batch.feats, batch.feat_lens)  # type: ignore[operator]
+            log_probs = model.ctc_log_probs(out)  # type: ignore[operator]
+            if hybrid:
+                att_sum += float(attention_loss(model, out, out_lens, batch.targets,  # type: ignore[arg-type]
+                                                batch.target_lens)[1])
+        loss_sum += float(ctc_loss(log_probs.float(), out_lens, batch.targets, batch.target_lens))
+        tokens += batch.num_tokens
+        hyps = ctc_greedy(log_probs.float().cpu(), out_lens.cpu())
+        decoded += [(int(i), h.tokens) for i, h in zip(batch.indices, hyps, strict=True)]
+    loss_sum, att_sum, tokens = dist.sum([loss_sum, att_sum, tokens], device)
+    pairs = [p for part in dist.gather(decoded) for p in part]  # every rank's (index, tokens)
+    order = dict(pairs)
+    texts = tokenizer.decode([order[i] for i in range(len(refs))])
+    result = {"loss": round(loss_sum / tokens / math.log(2), 4), "wer": round(wer(texts, refs), 2),
+              "cer": round(cer(texts, refs), 2)}
+    if hybrid:
+        result["att_loss"] = round(att_sum / tokens / math.log(2), 4)
+    return result, -result["wer"]
