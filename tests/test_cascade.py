@@ -154,3 +154,49 @@ def test_cascade_options_need_asr(tmp_path: Path, capsys) -> None:
     assert code != 0 and "--manifest goes with --asr DIR" in err
     code, _, err = run_cli(["evaluate", "--model", str(MT), "--manifest", str(manifest), "--tgt-lang", "de"], capsys)
     assert code != 0 and "--tgt-lang goes with --asr DIR" in err
+
+
+def _cascade_folder(asr: Path, tmp_path: Path) -> Path:
+    """A bundled cascade like models/multi30k-st: cascade.json naming its two model folders."""
+    folder = tmp_path / "st"
+    shutil.copytree(asr, folder / "speech")
+    shutil.copytree(MT, folder / "text")
+    (folder / "cascade.json").write_text(json.dumps({"asr": "speech", "mt": "text"}))
+    return folder
+
+
+def test_a_cascade_folder_is_one_model_for_the_cli_and_the_library(models, asr: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    from transduce.tasks import load
+
+    recognizer, translator = models
+    folder = _cascade_folder(asr, tmp_path)
+    bundled = Truecaser.from_text(MT / "truecase.json")
+    files = [str(c) for c in CLIPS[:2]]
+    expected = translator.translate([bundled(t) for t in recognizer.transcribe(files)])
+    cascade = load(folder)
+    assert isinstance(cascade, Cascade) and cascade.langs == ("de",)
+    assert cascade.translate(files, "de") == expected
+    with pytest.raises(ValueError, match="translates into de, not 'fr'"):
+        cascade.translate(files, "fr")
+    code, out, _ = run_cli(["translate", "--model", str(folder), *files], capsys)
+    assert code == 0 and out.splitlines() == [f"{f}\t{t}" for f, t in zip(files, expected, strict=True)]
+    code, out, _ = run_cli(["evaluate", "--model", str(folder), "--manifest", str(_manifest(tmp_path)), "--json"],
+                           capsys)
+    assert code == 0 and json.loads(out)["tgt_lang"] == "de"
+    code, out, _ = run_cli(["info", str(folder)], capsys)
+    assert code == 0 and "speech translation cascade" in out and "translation model" in out
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", r"cascade\.json: not JSON"),
+    ('{"asr": "speech"}', r"cascade\.json: key 'mt' must name a model folder"),
+    ('{"asr": "speech", "mt": "gone"}', r"cascade\.json: mt folder .*gone does not exist"),
+])
+def test_a_broken_cascade_folder_is_a_one_line_error(asr: Path, tmp_path: Path, capsys, content: str,
+                                                     message: str) -> None:
+    folder = _cascade_folder(asr, tmp_path)
+    (folder / "cascade.json").write_text(content)
+    code, _, err = run_cli(["translate", "--model", str(folder), str(CLIPS[0])], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err

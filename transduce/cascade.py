@@ -33,6 +33,34 @@ _PUNCTUATION = ".;:!?\"()[]"  # stripped from words; commas stay, and spans vote
 TRUECASER = "truecase.json"
 """A translation model folder's truecaser for cascades (learned from its English training text)."""
 
+CASCADE = "cascade.json"
+"""The file that makes a folder a bundled cascade: ``{"asr": SPEECH_DIR, "mt": TEXT_DIR}``, both relative to it
+(e.g. ``models/multi30k-st``: ``{"asr": "asr", "mt": "mt"}``, the truecaser in ``mt/truecase.json``)."""
+
+
+def cascade_parts(folder: str | Path) -> tuple[Path, Path] | None:
+    """(speech model folder, translation model folder) of a bundled cascade; None when ``folder`` has no
+    ``cascade.json``. A malformed file or a missing part is a DataError naming the file and key."""
+    path = Path(folder) / CASCADE
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected an object {{\"asr\": DIR, \"mt\": DIR}}")
+    parts = []
+    for key in ("asr", "mt"):
+        value = obj.get(key)
+        if not isinstance(value, str) or not value:
+            raise DataError(f"{path}: key {key!r} must name a model folder relative to {path.parent}")
+        part = path.parent / value
+        if not part.is_dir():
+            raise DataError(f"{path}: {key} folder {part} does not exist")
+        parts.append(part)
+    return parts[0], parts[1]
+
 
 @dataclass(frozen=True)
 class Truecaser:
@@ -141,6 +169,24 @@ class Cascade:
             return cls(recognizer, translator)
         return cls(recognizer, translator, truecaser=Truecaser.from_text(truecase))
 
+    @classmethod
+    def load_folder(cls, folder: str | Path, *, device: str = "cpu") -> Cascade:
+        """A bundled cascade folder (one with ``cascade.json``; see :data:`CASCADE`)."""
+        parts = cascade_parts(folder)
+        if parts is None:
+            raise DataError(f"{folder}: not a cascade folder (no {CASCADE})")
+        return cls.load(*parts, device=device)
+
+    @property
+    def langs(self) -> tuple[str, ...]:
+        """The one target language (the translation model's), as ``SpeechTranslator.langs``."""
+        return (self.config.data.tgt_lang,)
+
+    def check_lang(self, tgt_lang: str | None) -> None:
+        """A ValueError unless ``tgt_lang`` is None or the translation model's target language."""
+        if tgt_lang is not None and tgt_lang not in self.langs:
+            raise ValueError(f"this cascade translates into {self.langs[0]}, not {tgt_lang!r}")
+
     def transcribe(self, audio: Sequence[Audio], **asr_overrides: object) -> list[str]:
         """The translator's inputs: the recognizer's best transcripts, restored when there is a truecaser."""
         texts = self.recognizer.transcribe(audio, **asr_overrides)
@@ -150,8 +196,10 @@ class Cascade:
         """Translation hypotheses per input; ``overrides`` are the translator's DecodeConfig fields."""
         return self.translator.search(self.transcribe(audio), **overrides)
 
-    def translate(self, audio: Sequence[Audio], **overrides: object) -> list[str]:
-        """Detokenized best translation per input, in input order."""
+    def translate(self, audio: Sequence[Audio], tgt_lang: str | None = None, **overrides: object) -> list[str]:
+        """Detokenized best translation per input, in input order (``tgt_lang``, when given, must be the
+        translation model's: the call reads as ``SpeechTranslator.translate``)."""
+        self.check_lang(tgt_lang)
         return self.translator.translate(self.transcribe(audio), **overrides)
 
     def translate_nbest(self, audio: Sequence[Audio], nbest: int, **overrides: object) -> list[list[tuple[str, float]]]:

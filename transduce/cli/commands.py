@@ -151,6 +151,7 @@ def _check_lengths(translator, lines: list[str], where: list[str]) -> None:
 def translate(args: argparse.Namespace) -> int:
     from transduce.cli import st
 
+    st.expand_cascade(args)
     if st.end_to_end(args):
         return st.translate_e2e(args)
     if args.asr or args.manifest or args.truecase or args.tgt_lang:
@@ -239,6 +240,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from transduce.cli import st
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
+    st.expand_cascade(args)
     if st.end_to_end(args):
         return st.evaluate_e2e(args)
     if args.asr or args.truecase or args.tgt_lang:
@@ -308,8 +310,15 @@ def average(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
+    from transduce.cascade import CASCADE, cascade_parts
     from transduce.tasks import open_folder
 
+    parts = cascade_parts(args.path)
+    if parts is not None:  # a bundled cascade: each part as its own folder
+        print(f"a speech translation cascade ({CASCADE}): speech model {parts[0]}, then translation model {parts[1]}")
+        for part in parts:
+            info(argparse.Namespace(path=str(part)))
+        return 0
     kind, cfg, folder = open_folder(args.path)
     for line in kind.describe(folder, cfg):
         print(line)

@@ -118,6 +118,17 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 
+def expand_cascade(args: argparse.Namespace) -> None:
+    """``--model`` a bundled cascade folder (with ``cascade.json``) -> ``--asr`` its speech model and ``--model``
+    its translation model, as if both were given."""
+    from transduce.cascade import cascade_parts
+
+    model = getattr(args, "model", None)
+    parts = cascade_parts(model) if model and not getattr(args, "asr", None) else None
+    if parts is not None:
+        args.asr, args.model = (str(p) for p in parts)
+
+
 def end_to_end(args: argparse.Namespace) -> bool:
     """``--model`` is an end-to-end speech translation model (and there is no --asr)."""
     if getattr(args, "asr", None) or not getattr(args, "model", None):

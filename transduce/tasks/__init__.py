@@ -104,10 +104,14 @@ def build_loaded(path: str | Path, inference: type, needs: str) -> tuple[nn.Modu
 
 
 def load(path: str | Path, device: str = "cpu") -> Any:
-    """The inference object of any model folder (its kind decides which), or of an exported folder (its
-    runtime's: ``transduce.export.load_exported``)."""
+    """The inference object of any model folder (its kind decides which), of an exported folder (its
+    runtime's: ``transduce.export.load_exported``) or of a bundled cascade (``Cascade``, see
+    ``transduce.cascade.CASCADE``). Speech translation either way: ``load(DIR).translate(["a.wav"], "de")``."""
+    from transduce.cascade import Cascade, cascade_parts
     from transduce.export import load_exported  # the export layer reads folders through this package
 
+    if cascade_parts(path) is not None:
+        return Cascade.load_folder(path, device=device)
     exported = load_exported(path, device)
     if exported is not None:
         return exported
