@@ -15,22 +15,26 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from transduce.data.batching import pad
 from transduce.data.manifest import write_lines_atomic
+from transduce.data.speech_batching import SpeechBatch, batch_seed, pad_features
 from transduce.data.text import DataError, iter_lines
+from transduce.data.tokenizer import PAD
 
 MAX_PIXELS = 40_000_000
 """Larger images are refused before decoding (a photo of one text line needs far fewer)."""
 MAX_WIDTH = 8192
 """Widest line accepted once scaled to the model's height (about 500 characters at height 32)."""
-_REQUIRED: dict[str, type | tuple[type, ...]] = {"id": str, "image": str, "width": int, "text": str, "font": str}
+_REQUIRED: dict[str, type] = {"id": str, "image": str, "width": int, "text": str, "font": str}
 
 
 class ImageError(DataError):
@@ -176,3 +180,33 @@ def write_image_manifest(path: str | Path, lines: Iterable[ImageLine]) -> None:
             obj["translation"] = item.translation
         rows.append(json.dumps(obj, ensure_ascii=False) + "\n")
     write_lines_atomic(path, rows)
+
+
+class ImageCollator:
+    """Indices -> a ``SpeechBatch`` of line images: feats (B, W, H) pixel columns zero-padded on the right, feat_lens
+    the widths; with ``width_jitter`` > 0 each image is stretched along its width by a random factor in
+    [1 - jitter, 1 + jitter] (seeded by run seed, epoch and batch, so any number of workers gives the same
+    batches). Picklable for worker processes."""
+
+    def __init__(self, lines: Sequence[ImageLine], targets: Sequence[list[int]], *, height: int,
+                 width_jitter: float = 0.0, seed: int = 0, epoch: int = 0) -> None:
+        self.utts, self.targets, self.height = lines, targets, height
+        self.width_jitter, self.seed, self.epoch = width_jitter, seed, epoch
+
+    def image(self, i: int, generator: torch.Generator | None) -> torch.Tensor:
+        x = load_line_image(self.utts[i].image, self.height)  # (W, H)
+        if generator is None or self.width_jitter <= 0:
+            return x
+        scale = 1.0 + self.width_jitter * (2 * float(torch.rand((), generator=generator)) - 1)
+        width = max(1, round(x.size(0) * scale))
+        return F.interpolate(x.T[None, None], size=(self.height, width), mode="bilinear",
+                             align_corners=False)[0, 0].T.contiguous()  # (1, 1, H, W) -> (W', H)
+
+    def __call__(self, indices: Sequence[int]) -> SpeechBatch:
+        generator = None
+        if self.width_jitter > 0:
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, indices))
+        feats, feat_lens = pad_features([self.image(i, generator) for i in indices])
+        targets = [self.targets[i] for i in indices]
+        return SpeechBatch(feats=feats, feat_lens=feat_lens, targets=pad(targets, PAD),
+                           target_lens=torch.tensor([len(t) for t in targets]), indices=torch.as_tensor(list(indices)))

@@ -134,7 +134,7 @@ def render_line(text: str, font: Path, height: int, seed: Sequence[int]) -> Imag
     rng = np.random.default_rng(list(seed))
     size = int(rng.integers(24, 49))
     face = ImageFont.truetype(str(font), size)
-    left, top, right, bottom = face.getbbox(text)
+    left, top, right, bottom = (int(v) for v in face.getbbox(text))
     pad_x, pad_y = int(rng.integers(2, size // 2 + 3)), int(rng.integers(2, size // 3 + 3))
     canvas = (right - left + 2 * pad_x, bottom - top + 2 * pad_y)
     bg, ink = _colours(rng)
@@ -282,3 +282,31 @@ def import_line_images(listing: str | Path, out: str | Path, *, height: int = 32
     write_image_manifest(out / f"{name}.jsonl", items)
     return items
 
+
+
+def prepare_digit_images(out: str | Path, *, train: int = 300, dev: int = 40, seed: int = 1,
+                         height: int = 32) -> dict[str, list[ImageLine]]:
+    """A toy OCR set for smoke tests: random digit strings (3 to 6 digits) drawn with Pillow's built-in font (no
+    system fonts needed) at random sizes and offsets, dark on light, with pixel noise; ``out/{train,dev}.jsonl``."""
+    out = Path(out)
+    result = {}
+    for split, count in (("train", train), ("dev", dev)):
+        rng = np.random.default_rng([seed, len(split)])
+        lines = []
+        for k in range(count):
+            digits = "".join(str(d) for d in rng.integers(0, 10, size=int(rng.integers(3, 7))))
+            face = ImageFont.load_default(size=int(rng.integers(22, 29)))
+            left, top, right, bottom = (int(v) for v in face.getbbox(digits))
+            x, y = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+            shade = int(rng.integers(200, 256))
+            image = Image.new("L", (right - left + x + int(rng.integers(1, 6)), bottom - top + y + 3), shade)
+            ImageDraw.Draw(image).text((x - left, y - top), digits, font=face, fill=int(rng.integers(0, 60)))
+            pixels = np.asarray(to_height(image, height), np.float32) + rng.normal(0, 8, size=(height, 1))
+            path = out / "images" / split / f"{split}-{k:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+            lines.append(ImageLine(f"{split}-{k:05d}", path, Image.open(path).width, digits, "builtin/toy",
+                                   digits))
+        write_image_manifest(out / f"{split}.jsonl", lines)
+        result[split] = lines
+    return result

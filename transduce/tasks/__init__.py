@@ -29,6 +29,7 @@ TASKS: dict[str, Any] = {
     "rnn_translation": "transduce.tasks.translation:RNN_TRANSLATION",
     "ctc": "transduce.tasks.speech:SPEECH",
     "speech_translation": "transduce.tasks.speech_translation:SPEECH_TRANSLATION",
+    "ocr": "transduce.tasks.ocr:OCR",
 }
 """Recipe ``task:`` -> its kind (a "module:attribute" string, or the kind object)."""
 

@@ -1,0 +1,53 @@
+"""Python API for reading photos of text: ``ImageRecognizer.load(DIR).transcribe(["a.png", ...])``.
+
+An OCR model (task ``ocr``) is the speech task's CTC or hybrid CTC/attention model with the image front end in
+place of filterbanks and subsampling, so it decodes with every mode of ``Recognizer`` (ctc greedy or prefix beam,
+attention, joint, rescore, n-best, an n-gram LM). Inputs are image files (png, jpg, anything Pillow reads) or
+(W, H) pixel-column tensors; a bad file is an ``ImageError`` naming it. Token "times" are pixel columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig
+from transduce.data.images import load_line_image
+from transduce.data.tokenizer import Tokenizer
+from transduce.errors import ConfigError
+from transduce.models.ctc import CTCModel
+from transduce.nn.local_attention import LocalWindow
+from transduce.recognize import Recognizer
+
+if TYPE_CHECKING:
+    from transduce.streaming.endpoint import EndpointConfig
+    from transduce.streaming.session import StreamSession
+
+
+class ImageRecognizer(Recognizer):
+    """A ``Recognizer`` whose inputs are text-line images, read at the model's height as pixel columns."""
+
+    reads_images = True
+
+    def __init__(self, model: CTCModel, tokenizer: Tokenizer, config: RunConfig, card: dict | None = None,
+                 device: str = "cpu") -> None:
+        # the speech recognizer's filterbank is built from a default speech data section and never used here
+        super().__init__(model, tokenizer, replace(config, data=SpeechDataConfig()), card, device)
+        self.config = config
+        self.height: int = config.data.height
+        self.seconds_per_output = float(model.encoder.subsampling.factor)  # pixel columns per output frame
+
+    def features(self, audio: str | Path | Tensor) -> Tensor:
+        """(W, H) pixel columns of an image file (or a (W, H) tensor as it is)."""
+        return audio if isinstance(audio, Tensor) else load_line_image(audio, self.height)
+
+    def local_window(self, frames: int, cfg: CTCDecodeConfig) -> LocalWindow | None:
+        """Full attention: a text line is short."""
+        return None
+
+    def stream(self, chunk_ms: float | None = None, *, endpoint: EndpointConfig | None = None,
+               vad: bool = False, **overrides: object) -> StreamSession:
+        raise ConfigError("an OCR model reads whole images; it does not stream")
