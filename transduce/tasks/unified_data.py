@@ -1,0 +1,174 @@
+"""The unified task's data: its config section, the speech-translation manifests (ASR and speech translation
+examples) and the parallel text folder (text translation examples), one tokenizer over all of them.
+
+A speech manifest line (``transduce data speech-translation``) gives an ASR example (its "text" in the source
+language) and one speech translation example per language; a text folder (``transduce data multi30k``) gives one
+text translation example per pair and language (``{prefix}.{src_lang}`` with ``{prefix}.{lang}``, .gz allowed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from transduce.config import SpeechDataConfig
+from transduce.data.manifest import Utterance
+from transduce.data.speech_translation import STUtterance, read_st_manifest
+from transduce.data.text import read_parallel
+from transduce.data.tokenizer import Tokenizer, train_sentencepiece
+from transduce.data.unified_batching import Example
+from transduce.errors import ConfigError, DataError
+from transduce.models.unified import Tags
+from transduce.train.corpus import _find
+from transduce.unified import JOBS
+
+
+@dataclass(kw_only=True)
+class UnifiedDataConfig(SpeechDataConfig):
+    """The speech fields (manifests in ``dir``, features, augmentation; ``tokenizer``/``vocab_size`` of the one
+    SentencePiece model) plus the tasks, the text folder and the task sampling."""
+
+    tasks: tuple[str, ...] = ("asr", "st", "mt")
+    """Training tasks: asr (speech -> src_lang text), st (speech -> langs), mt (src_lang text -> langs)."""
+    src_lang: str = "en"
+    """The language of the speech and of the text sources (the transcripts' tag)."""
+    langs: tuple[str, ...] = ("de", "fr", "cs")
+    """Translation target languages (st and mt); the first is the default at inference."""
+    text_dir: str = ""
+    """Folder of the parallel text (``transduce data multi30k``); needed by the mt task."""
+    text_train: str = "train"
+    """Prefix of the training text files."""
+    text_valid: str = "val"
+    """Prefix of the development text files."""
+    task_weights: tuple[float, ...] = ()
+    """Sampling weight of each task (data.tasks order); empty = temperature sampling over the data sizes."""
+    temperature: float = 1.0
+    """Temperature T of the sampling without weights: p_t ~ size_t^(1/T) (1 = as the data comes)."""
+    loss_weights: tuple[float, ...] = ()
+    """Loss weight of each task (data.tasks order); empty = 1 each."""
+    spm: str = ""
+    """An existing SentencePiece model to use (else model.init_decoder_from's, else one is trained)."""
+    max_len: int = 200
+    """Leave out training text pairs with a side longer than this (pieces)."""
+    valid_limit: int = 0
+    """Dev items per task and language (the first ones; 0 = all)."""
+
+
+def check_data(data: UnifiedDataConfig, inputs: tuple[str, ...]) -> None:
+    """ConfigError naming the first inconsistent data.* field."""
+    unknown = [t for t in data.tasks if t not in JOBS]
+    if not data.tasks or unknown or len(set(data.tasks)) != len(data.tasks):
+        raise ConfigError(f"data.tasks: name each of {', '.join(JOBS)} at most once, got {list(data.tasks)}")
+    missing = [JOBS[t][0] for t in data.tasks if JOBS[t][0] not in inputs]
+    if missing:
+        raise ConfigError(f"model.inputs: task {data.tasks[[JOBS[t][0] for t in data.tasks].index(missing[0])]} "
+                          f"needs {missing[0]} input, got {list(inputs)}")
+    for name in ("task_weights", "loss_weights"):
+        values = getattr(data, name)
+        if values and (len(values) != len(data.tasks) or min(values) < 0 or sum(values) <= 0):
+            raise ConfigError(f"data.{name}: one weight >= 0 per task of data.tasks {list(data.tasks)}, got "
+                              f"{list(values)}")
+    if data.temperature <= 0:
+        raise ConfigError(f"data.temperature: must be > 0, got {data.temperature}")
+    if not data.langs or data.src_lang in data.langs:
+        raise ConfigError(f"data.langs: name the translation targets, not data.src_lang, got {list(data.langs)}")
+    if "mt" in data.tasks and not data.text_dir:
+        raise ConfigError("data.text_dir: the mt task needs a parallel text folder")
+
+
+@dataclass
+class Sources:
+    """The raw data of a run: speech utterances and text pairs per language."""
+
+    speech: list[STUtterance]
+    text: dict[str, tuple[list[str], list[str]]]
+
+    def sentences(self) -> list[str]:
+        """Every sentence the tokenizer should cover."""
+        out = [u.utt.text for u in self.speech] + [t for u in self.speech for t in u.translation.values()]
+        for src, tgt in self.text.values():
+            out += src + tgt
+        return out
+
+
+def read_sources(data: UnifiedDataConfig, train: bool) -> Sources:
+    """The training (or dev) speech manifests and text pairs the tasks need."""
+    speech: list[STUtterance] = []
+    if "asr" in data.tasks or "st" in data.tasks:
+        langs = list(data.langs) if "st" in data.tasks else []
+        names = data.train.split(",") if train else [data.valid]
+        speech = [u for name in names for u in read_st_manifest(Path(data.dir) / name.strip(), langs)]
+    text = {}
+    if "mt" in data.tasks:
+        folder, prefix = Path(data.text_dir), data.text_train if train else data.text_valid
+        for lang in data.langs:
+            text[lang] = read_parallel(_find(folder, prefix, data.src_lang), _find(folder, prefix, lang))
+    return Sources(speech, text)
+
+
+def tokenizer(data: UnifiedDataConfig, run_dir: Path, sources: Sources, given: str, field: str,
+              log: Callable[[str], None]) -> Tokenizer:
+    """The run folder's tokenizer; the first time ``given`` (a file; ``field`` names where it came from) copied,
+    else one trained over every sentence of ``sources``."""
+    from transduce.unified import TOKENIZER
+
+    path = run_dir / TOKENIZER
+    if given:
+        if not Path(given).is_file():
+            raise ConfigError(f"{field}: {given}: no such SentencePiece model")
+        if path.is_file() and path.read_bytes() != Path(given).read_bytes():
+            raise ConfigError(f"{field}: {path} differs from {given}: start a new run folder")
+        if not path.is_file():
+            shutil.copy(given, path)
+            log(f"{TOKENIZER}: taken from {given}")
+    if path.is_file():
+        return Tokenizer(path)
+    tok = train_sentencepiece(sources.sentences(), path, vocab_size=data.vocab_size, model_type=data.tokenizer)
+    log(f"trained {data.tokenizer} tokenizer {TOKENIZER}: {len(tok)} pieces over {len(sources.sentences())} "
+        "sentences")
+    return tok
+
+
+def speech_examples(data: UnifiedDataConfig, utts: list[STUtterance], tok: Tokenizer, tags: Tags, *,
+                    frames: Callable[[Utterance], int], subsampling: int, limit: int, per_task: int = 0
+                    ) -> list[Example]:
+    """ASR examples, then speech translation examples grouped by language; too long ones left out (``limit``
+    target pieces, data.max_duration seconds); ``per_task`` keeps the first ones of each (task, language)."""
+    transcripts = tok.encode([u.utt.text for u in utts])
+    jobs = [("asr", data.src_lang, "transcribe")] if "asr" in data.tasks else []
+    jobs += [("st", lang, "translate") for lang in data.langs] if "st" in data.tasks else []
+    out: list[Example] = []
+    for job, lang, tag in jobs:
+        texts = [u.utt.text if job == "asr" else u.translation[lang] for u in utts]
+        kept = 0
+        for u, text, target, transcript in zip(utts, texts, tok.encode(texts), transcripts, strict=True):
+            if u.utt.duration > data.max_duration or not 0 < len(target) <= limit or (per_task and kept == per_task):
+                continue
+            cost = max(frames(u.utt) // subsampling, len(target) + 2)
+            out.append(Example(data.tasks.index(job), u.utt, [], transcript, tuple(tags.prefix(tag, lang)), target,
+                               lang, text, cost))
+            kept += 1
+    return out
+
+
+def text_examples(data: UnifiedDataConfig, pairs: dict[str, tuple[list[str], list[str]]], tok: Tokenizer,
+                  tags: Tags, *, limit: int, per_task: int = 0) -> list[Example]:
+    """Text translation examples grouped by language; pairs with a side over data.max_len pieces or a target over
+    ``limit`` left out; ``per_task`` keeps the first ones of each language."""
+    out: list[Example] = []
+    for lang, (src, tgt) in pairs.items():
+        kept = 0
+        for source, target, text in zip(tok.encode(src), tok.encode(tgt), tgt, strict=True):
+            too_long = len(source) > data.max_len or len(target) > min(limit, data.max_len)
+            if too_long or not source or not target or (per_task and kept == per_task):
+                continue
+            out.append(Example(data.tasks.index("mt"), None, source, [], tuple(tags.prefix("translate", lang)),
+                               target, lang, text, max(len(source) + 1, len(target) + 2)))
+            kept += 1
+    return out
+
+
+def no_examples(data: UnifiedDataConfig) -> DataError:
+    return DataError(f"{data.dir}/{data.train} and {data.text_dir or '(no text_dir)'}: no usable training examples")
