@@ -73,7 +73,8 @@ def hybrid_options(p: argparse.ArgumentParser) -> None:
 
 def cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asr", metavar="DIR", help="speech model folder: recognize speech with it, then translate the "
-                                                "transcripts with --model (a cascade)")
+                                                "transcripts with --model (a cascade); an OCR model folder: read "
+                                                "text-line images (png, jpg) with it instead")
     p.add_argument("--truecase", metavar="FILE",
                    help="with --asr: English text --model was trained on (.gz ok) or a saved truecaser (.json): "
                         "restore the transcripts' casing, hyphens, commas and final punctuation before translating "
@@ -109,6 +110,7 @@ def _data(sub: Subparsers) -> None:
     caps.add_argument("--dev-sentences", type=int, default=500)
     caps.add_argument("--workers", type=int, default=1, help="parallel synthesis processes")
     _data_speech_translation(data)
+    _data_images(data)
     man = data.add_parser("manifest", help="convert a Kaldi data folder or a Lhotse CutSet to a JSON-lines manifest")
     man.add_argument("--from", dest="source", required=True, help="Kaldi folder (wav.scp, text) or CutSet file")
     man.add_argument("--out", required=True, help="manifest to write (.jsonl)")
@@ -147,6 +149,32 @@ def _data_speech_translation(data: argparse._SubParsersAction) -> None:
     kd.add_argument("--lang", help="the key of its translations (default: the teacher's target language)")
     kd.add_argument("--beam", type=int, help="the teacher's beam (default: its own)")
     kd.add_argument("--batch-size", type=int, help="sentences per batch")
+
+
+def _data_images(data: argparse._SubParsersAction) -> None:
+    """``transduce data text-images``, ``text-images-import`` and ``digit-images`` (docs/images.md)."""
+    ti = data.add_parser("text-images", help="Multi30k English captions rendered as text-line photos (split by font "
+                                             "family)")
+    ti.add_argument("--from", dest="source", required=True, help="local Multi30k folder (train/val .en, .de, ...)")
+    ti.add_argument("--out", required=True, help="output folder")
+    ti.add_argument("--seed", type=int, default=1)
+    ti.add_argument("--train-sentences", type=int, default=10000)
+    ti.add_argument("--dev-sentences", type=int, default=500)
+    ti.add_argument("--height", type=int, default=32, help="image height in pixels (default 32)")
+    ti.add_argument("--workers", type=int, default=1, help="parallel rendering processes")
+    ti.add_argument("--heldout", action="store_true", help="instead: a held-out test.jsonl from test_2016_flickr in "
+                                                           "the RESERVED font families (evaluation only)")
+    ti.add_argument("--test-sentences", type=int, default=500, help="with --heldout: lines to render")
+    imp = data.add_parser("text-images-import", help="a folder of line images with an IMAGE<TAB>TEXT list -> an image "
+                                                     "manifest (images scaled to --height)")
+    imp.add_argument("--list", required=True, help="IMAGE<TAB>TEXT lines, images relative to the list's folder")
+    imp.add_argument("--out", required=True, help="output folder (NAME.jsonl and images/NAME/, NAME = the list's)")
+    imp.add_argument("--height", type=int, default=32)
+    dig = data.add_parser("digit-images", help="toy OCR set: random digit strings (Pillow's built-in font)")
+    dig.add_argument("--out", required=True)
+    dig.add_argument("--train", type=int, default=300)
+    dig.add_argument("--dev", type=int, default=40)
+    dig.add_argument("--seed", type=int, default=1)
 
 
 def _data_feedback(data: argparse._SubParsersAction) -> None:
@@ -197,12 +225,15 @@ def _translate(sub: Subparsers) -> None:
     tr.add_argument("--manifest", help="with --asr or a speech translation --model: a speech manifest; prints "
                                        "{id, text} per utterance in its order")
     tr.add_argument("--tgt-lang", help="speech translation model: the target language (default: its first)")
+    tr.add_argument("--task", choices=["translate", "transcribe"],
+                    help="unified model: what to do with the input (default: translate)")
     tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin); with --asr: audio files")
 
 
 def _transcribe(sub: Subparsers) -> None:
     """``transduce transcribe``."""
-    tc = sub.add_parser("transcribe", help="speech to text: FILE<TAB>TRANSCRIPT lines, or JSON lines with --manifest")
+    tc = sub.add_parser("transcribe", help="speech (or, with an OCR model, text-line images) to text: "
+                                           "FILE<TAB>TRANSCRIPT lines, or JSON lines with --manifest")
     speech_options(tc)
     tc.add_argument("--manifest", help="JSON-lines manifest: print {id, text} per utterance")
     tc.add_argument("--nbest", type=int, default=1, help="print the K best as 'FILE<TAB>score<TAB>text'")
@@ -215,7 +246,7 @@ def _transcribe(sub: Subparsers) -> None:
     tc.add_argument("--ensemble", action="append", default=[], metavar="DIR",
                     help="another speech model (any units) whose CTC scores rank the pooled n-best with --model's "
                          "(repeatable; replaces the model's decode.ensemble; 'none' = this model alone)")
-    tc.add_argument("files", nargs="*", help="audio files (wav, flac, ogg)")
+    tc.add_argument("files", nargs="*", help="audio files (wav, flac, ogg); image files (png, jpg) for an OCR model")
 
 
 def _evaluate(sub: Subparsers) -> None:
