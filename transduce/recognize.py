@@ -98,7 +98,11 @@ class Recognizer:
             if not isinstance(exported, Recognizer):
                 raise ConfigError(f"{path}: an exported model that does not transcribe")
             return exported
-        recognizer = cls(*load_ctc_dir(path), device=device)
+        from transduce.tasks import get_task  # the task registry sits above this module
+
+        model, tokenizer, config, card = load_ctc_dir(path)
+        inference = get_task(config.task).inference  # e.g. an OCR model's ImageRecognizer
+        recognizer = (inference if issubclass(inference, cls) else cls)(model, tokenizer, config, card, device=device)
         folder = recognizer.folder = resolve_model_dir(path)
         # files named in the model's own decode section belong to the model: resolve them in its folder, so a
         # same-named file in the working directory is never picked up instead

@@ -36,6 +36,10 @@ def data(args: argparse.Namespace) -> int:
 
         prepare_captions(args.out, source=args.source, seed=args.seed, train_sentences=args.train_sentences,
                          dev_sentences=args.dev_sentences, workers=args.workers)
+    elif args.dataset in ("text-images", "text-images-import", "digit-images"):
+        from transduce.cli import images
+
+        return images.data(args)
     elif args.dataset in ("speech-translation", "st-import", "st-kd"):
         from transduce.cli import st
 
@@ -149,12 +153,8 @@ def _check_lengths(translator, lines: list[str], where: list[str]) -> None:
 
 
 def translate(args: argparse.Namespace) -> int:
-    from transduce.cli import st, unified
+    from transduce.cli import st
 
-    if unified.is_unified(args):
-        return unified.translate(args)
-    if getattr(args, "task", None):
-        raise UsageError("--task picks what a unified model does; this --model does one thing")
     st.expand_cascade(args)
     if st.end_to_end(args):
         return st.translate_e2e(args)
@@ -229,10 +229,8 @@ def align(args: argparse.Namespace) -> int:
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from transduce.cli import speech, unified
+    from transduce.cli import speech
 
-    if unified.is_unified(args):
-        return unified.transcribe(args)
     return speech.transcribe(args, UsageError)
 
 

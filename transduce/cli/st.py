@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from transduce.cli import images
 from transduce.errors import UsageError
 
 
@@ -83,6 +84,8 @@ def translate(args: argparse.Namespace) -> int:
                          "the two)")
     cascade = _load(args)
     overrides = _decode_overrides(args)
+    if args.manifest and images.reads_images(cascade):
+        return images.translate_manifest(args, cascade, overrides)
     if args.manifest:
         utts = read_manifest(args.manifest, check_audio=True)
         for utt, text in zip(utts, cascade.translate([u.audio for u in utts], **overrides), strict=True):
@@ -106,8 +109,10 @@ def evaluate(args: argparse.Namespace) -> int:
     lang = args.tgt_lang or cascade.config.data.tgt_lang
     if lang != cascade.config.data.tgt_lang:
         raise UsageError(f"--tgt-lang {lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
-    utts = read_st_manifest(args.manifest, [lang], check_audio=True)
     overrides = _decode_overrides(args)
+    if images.reads_images(cascade):
+        return images.evaluate_cascade(args, cascade, lang, overrides)
+    utts = read_st_manifest(args.manifest, [lang], check_audio=True)
     started = time.perf_counter()
     sources = cascade.transcribe([u.utt.audio for u in utts])
     asr_seconds = time.perf_counter() - started
@@ -206,18 +211,24 @@ def _report(args: argparse.Namespace, hyps: list[str], utts: list[Any], lang: st
             **settings: object) -> None:
     """Write --output, then print the scores of ``hyps`` against the utterances' ``lang`` translations and the
     real-time factor as JSON (the keys the cascade and the end-to-end model share, then ``settings``)."""
-    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
-
     refs = [u.translation[lang] for u in utts]
     audio_seconds = sum(u.utt.duration for u in utts)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.writelines(f"{h}\n" for h in hyps)
     result = {
-        **sacre_scores(hyps, refs),
-        "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
-        "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU tokenize=none",
+        **translation_scores(hyps, refs, lang),
         "tgt_lang": lang, "utterances": len(utts), "audio_seconds": round(audio_seconds, 1), **settings,
         "seconds": round(seconds, 2), "rtf": round(seconds / audio_seconds, 4),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+def translation_scores(hyps: list[str], refs: list[str], lang: str) -> dict[str, object]:
+    """sacreBLEU BLEU/chrF and tokenized-lowercased BLEU (the Multi30k convention) of ``hyps`` against ``refs``."""
+    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
+
+    return {**sacre_scores(hyps, refs),
+            "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
+            "bleu_tok_lc_convention": f"lowercase + Moses punct-norm + Moses tokenizer ({lang}), sacreBLEU "
+                                      "tokenize=none"}
