@@ -153,8 +153,12 @@ def _check_lengths(translator, lines: list[str], where: list[str]) -> None:
 
 
 def translate(args: argparse.Namespace) -> int:
-    from transduce.cli import st
+    from transduce.cli import st, unified
 
+    if unified.is_unified(args):
+        return unified.translate(args)
+    if getattr(args, "task", None):
+        raise UsageError("--task picks what a unified model does; this --model does one thing")
     st.expand_cascade(args)
     if st.end_to_end(args):
         return st.translate_e2e(args)
@@ -229,8 +233,10 @@ def align(args: argparse.Namespace) -> int:
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from transduce.cli import speech
+    from transduce.cli import speech, unified
 
+    if unified.is_unified(args):
+        return unified.transcribe(args)
     return speech.transcribe(args, UsageError)
 
 

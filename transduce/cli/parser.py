@@ -225,6 +225,8 @@ def _translate(sub: Subparsers) -> None:
     tr.add_argument("--manifest", help="with --asr or a speech translation --model: a speech manifest; prints "
                                        "{id, text} per utterance in its order")
     tr.add_argument("--tgt-lang", help="speech translation model: the target language (default: its first)")
+    tr.add_argument("--task", choices=["translate", "transcribe"],
+                    help="unified model: what to do with the input (default: translate)")
     tr.add_argument("sentences", nargs="*", help="sentences to translate (else stdin); with --asr: audio files")
 
 
