@@ -57,6 +57,26 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
     print(f"{len(rows)} recordings: WER {wer(hyps, [r for _, r in rows]):.1f}%, {seconds:.2f}s\n")
 
 
+def speech_translate_examples(model_name: str, folder: Path) -> None:
+    """The example recordings translated into German by a speech translation model folder (end to end or a
+    bundled cascade: ``transduce.tasks.load`` reads both), beside their references."""
+    from transduce.metrics.bleu import sacre_scores
+    from transduce.tasks import load
+
+    model_dir = ROOT / "models" / model_name
+    rows = [line.split("\t") for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines()]
+    translator = load(model_dir)
+    started = time.perf_counter()
+    hyps = translator.translate([folder / row[0] for row in rows], "de")
+    seconds = time.perf_counter() - started
+    dev = json.loads((model_dir / "card.json").read_text()).get("dev_eval", {}) if (model_dir / "card.json").is_file() \
+        else {}
+    print(f"model: {model_dir.relative_to(ROOT)}, English speech -> German text (dev BLEU {dev.get('bleu', '?')})")
+    for row, hyp in zip(rows, hyps, strict=True):
+        print(f"  {row[0]}\n    de:        {hyp}\n    reference: {row[1]}")
+    print(f"{len(rows)} recordings: BLEU {sacre_scores(hyps, [row[1] for row in rows])['bleu']:.1f}, {seconds:.2f}s\n")
+
+
 def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> None:
     """The example recordings joined by 1 s pauses, fed as live audio ``chunk_ms`` at a time: partials as
     they change, then the segments the endpointer closed, with times."""
@@ -93,6 +113,8 @@ def main() -> int:
     for name, folder in (("digits-conformer-ctc", "digits"), ("captions-conformer-ctc", "captions")):
         if (ROOT / "models" / name).is_dir():
             transcribe_examples(name, ROOT / "examples" / folder)
+    if (ROOT / "models" / "multi30k-st").is_dir():
+        speech_translate_examples("multi30k-st", ROOT / "examples" / "captions")
     if (ROOT / "models" / "digits-hybrid-streaming").is_dir():
         stream_examples("digits-hybrid-streaming", ROOT / "examples" / "digits")
     return 0
