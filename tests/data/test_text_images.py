@@ -157,3 +157,21 @@ def test_manifest_errors_name_the_line(tmp_path: Path) -> None:
                     + json.dumps({"id": "b", "image": "b.png", "width": "10", "text": "x", "font": "f"}) + "\n")
     with pytest.raises(DataError, match=r"m.jsonl:2: key 'width' has type str, expected int"):
         read_image_manifest(path)
+
+
+@needs_fonts
+def test_cli_renders_imports_and_refuses_reserved_mixing(tmp_path: Path, capsys) -> None:
+    from transduce.cli.main import main
+
+    source = _multi30k(tmp_path / "m30k")
+    assert main(["data", "text-images", "--from", str(source), "--out", str(tmp_path / "ti"), "--train-sentences",
+                 "3", "--dev-sentences", "2", "--height", "24"]) == 0
+    lines = read_image_manifest(tmp_path / "ti" / "train.jsonl", check_images=True, height=24)
+    assert len(lines) == 3 and all(load_line_image(x.image, 24).shape == (x.width, 24) for x in lines)
+    assert main(["data", "text-images", "--heldout", "--from", str(source), "--out", str(tmp_path / "ti"),
+                 "--test-sentences", "2"]) == 2  # the training folder is refused, as one line
+    assert "own folder" in capsys.readouterr().err
+    (tmp_path / "l.txt").write_text(f"{lines[0].image}\t{lines[0].text_original}\n")
+    assert main(["data", "text-images-import", "--list", str(tmp_path / "l.txt"), "--out", str(tmp_path / "imp")]) == 0
+    imported = read_image_manifest(tmp_path / "imp" / "l.jsonl")
+    assert [(x.text, x.width) for x in imported] == [(lines[0].text, round(lines[0].width * 32 / 24))]

@@ -13,8 +13,8 @@ from testkit import run_cli
 
 from transduce.cascade import Cascade, Truecaser
 from transduce.cli.config import load_recipe
+from transduce.cli.main import main
 from transduce.data.images import read_image_manifest
-from transduce.data.text_images import prepare_digit_images
 from transduce.errors import ConfigError
 from transduce.metrics.wer import cer, wer
 from transduce.read_images import ImageRecognizer
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def trained(tmp_path_factory) -> Path:
     """recipes/tiny-digits-ocr.yaml trained on 300 rendered digit strings (about 15 s on one core)."""
     base = tmp_path_factory.mktemp("ocr")
-    prepare_digit_images(base / "data", train=300, dev=40)
+    assert main(["data", "digit-images", "--out", str(base / "data"), "--train", "300", "--dev", "40"]) == 0
     cfg = load_recipe(ROOT / "recipes" / "tiny-digits-ocr.yaml", [f"data.dir={base / 'data'}"])
     Trainer(cfg, base / "run", log=lambda _: None, show_progress=False).fit()
     return base
