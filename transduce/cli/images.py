@@ -103,7 +103,7 @@ def reads_images(cascade: Cascade) -> bool:
 def translate_manifest(args: argparse.Namespace, cascade: Cascade, overrides: dict[str, object]) -> int:
     """The cascade over an image manifest: ``{"id", "text"}`` JSON lines in its order."""
     lines = _lines(args.manifest, cascade.recognizer)  # type: ignore[arg-type]
-    for item, text in zip(lines, cascade.translate([x.image for x in lines], **overrides), strict=True):
+    for item, text in zip(lines, cascade.translate([x.image for x in lines], None, **overrides), strict=True):
         print(json.dumps({"id": item.id, "text": text}, ensure_ascii=False))
     return 0
 
