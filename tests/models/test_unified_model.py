@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_adapters import inputs, tiny
 from testkit import stepwise
 
 from transduce.data.tokenizer import EOS, PAD
@@ -13,8 +14,6 @@ from transduce.data.unified_batching import Example, _decoder_side
 from transduce.decoding.prefix import prefix_beam_search
 from transduce.decoding.tagged import tagged_beam_search
 from transduce.models.unified import TASK_TAGS, Tags, UnifiedModel, build_unified, trainable
-
-from test_adapters import inputs, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 W, LANGS = 30, ("en", "de", "fr")

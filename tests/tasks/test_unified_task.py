@@ -1,0 +1,197 @@
+"""The unified task (task unified) on the two-modality toy (``transduce.data.tone_text``: tone "speech" and the same
+letters as text, translated into toy languages): one model learns both modalities through the real trainer and
+CLI; a mixed batch's loss is the weighted sum of each task's loss computed alone; task sampling; the CLI's outputs
+and one-line errors; config errors; initialization from single-task folders."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+from testkit import ROOT, run_cli
+
+from transduce.cli.config import load_recipe
+from transduce.cli.main import main
+from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig, to_dict
+from transduce.data.tokenizer import train_sentencepiece
+from transduce.data.tone_text import write_tone_text
+from transduce.data.unified_batching import mixed_batches, sample_epoch, task_probabilities
+from transduce.errors import ConfigError, UsageError
+from transduce.models.ctc import CTCModelConfig
+from transduce.models.folder import write_model_folder
+from transduce.models.transformer import TransformerConfig
+from transduce.tasks import get_task
+from transduce.tasks.unified import UnifiedTask
+from transduce.train.trainer import Trainer
+from transduce.unified import Unified
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+RECIPE = ROOT / "recipes" / "tiny-tones-unified.yaml"
+CTC = CTCDecodeConfig()
+TOY = ["data.tasks=[st,mt]", "data.langs=[fr]", "data.tokenizer=word"]
+"""The learning check: speech and text into one language (each symbol a word)."""
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def recipe(base: Path, *overrides: str) -> list[str]:
+    return [f"data.dir={base / 'data' / 'speech'}", f"data.text_dir={base / 'data' / 'text'}", *overrides]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """The toy trained through ``transduce train`` (250 updates, ~20 s on one thread) -> base folder."""
+    base = tmp_path_factory.mktemp("unified")
+    write_tone_text(base / "data", train=200, valid=30)
+    sets = [a for s in recipe(base, *TOY) for a in ("--set", s)]
+    assert main(["train", str(RECIPE), "--out", str(base / "run"), "--no-progress", *sets]) == 0
+    return base
+
+
+def test_one_model_learns_both_modalities(trained: Path) -> None:
+    rows = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = [r for r in rows if r.get("kind") == "valid"][0], rows[-1]
+    assert last["kind"] == "valid" and first is not last
+    for job in ("st", "mt"):  # per-task dev losses and scores are logged, and both fall / rise
+        assert last[f"loss_{job}"] < 0.7 * first[f"loss_{job}"], (job, first, last)
+    assert last["bleu_st_fr"] > 40 and last["bleu_mt_fr"] > 25, last
+
+
+def test_the_cli_translates_text_and_speech_with_one_model(trained: Path, capsys) -> None:
+    run, data = trained / "run", trained / "data"
+    code, out, _ = run_cli(["translate", "--model", str(run), "a b d", "c"], capsys)
+    assert code == 0 and len(out.splitlines()) == 2
+    unified = Unified.load(run)
+    assert out.splitlines() == unified.translate(["a b d", "c"], "fr")
+    wav = data / "speech" / "audio" / "dev" / "dev-00000.wav"
+    code, out, _ = run_cli(["translate", "--model", str(run), "--tgt-lang", "fr", str(wav)], capsys)
+    assert code == 0 and out == f"{wav}\t{unified.translate_audio([wav], 'fr')[0]}\n"
+    code, out, _ = run_cli(["translate", "--model", str(run), "--manifest", str(data / "speech" / "dev.jsonl")], capsys)
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()][:2] == ["dev-00000", "dev-00001"]
+    code, out, _ = run_cli(["info", str(run)], capsys)
+    assert "inputs speech, text" in out and "st (speech -> fr), mt (text -> fr)" in out and "languages en, fr" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["translate", "--tgt-lang", "cs", "a b"], "--tgt-lang cs: this model's translate task produces fr"),
+    (["translate", "--task", "transcribe", "a b"], "--task transcribe: from text this model does translate"),
+    (["transcribe", "{wav}"], "--task transcribe: from speech this model does translate"),
+    (["translate", "--ensemble", "x", "a b"], "is a unified model; leave out --ensemble"),
+    (["translate", "--input", "x.txt", "{wav}"], "--input holds text; give audio as arguments or --manifest"),
+])
+def test_cli_errors_are_one_line(trained: Path, capsys, argv: list[str], message: str) -> None:
+    wav = trained / "data" / "speech" / "audio" / "dev" / "dev-00000.wav"
+    args = [a.format(wav=wav) for a in argv]
+    code, _, err = run_cli([args[0], "--model", str(trained / "run"), *args[1:]], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_an_input_the_model_does_not_take_is_refused(trained: Path) -> None:
+    with pytest.raises(UsageError, match="image input: this model takes speech, text"):
+        Unified.load(trained / "run").prefix("translate", "fr", "image")
+
+
+def test_a_mixed_batch_loss_is_the_weighted_sum_of_each_task_alone(trained: Path, tmp_path: Path) -> None:
+    cfg = load_recipe(RECIPE, recipe(trained, "data.loss_weights=[0.5,1.0,2.0]", "model.ctc_weight=0.3"))
+    task = UnifiedTask(cfg, tmp_path, quiet)
+    model = task.build_model().eval()
+    loss = task.loss_module(model, nullcontext())
+    by_task = {t: [i for i, e in enumerate(task.valid) if e.task == t][:3] for t in range(3)}
+    mixed = task.collator(False)([i for rows in by_task.values() for i in rows])
+    assert mixed.feats.size(0) == 6 and mixed.src.size(0) == 3  # asr + st in the speech part, mt in the text part
+    with torch.no_grad():
+        total, nll = loss(*mixed.inputs())
+        alone = [loss.per_task(*task.collator(False)(rows).inputs())[t] for t, rows in by_task.items()]
+    assert torch.allclose(total, sum(w * a[0] for w, a in zip((0.5, 1.0, 2.0), alone, strict=True)), rtol=1e-5)
+    assert torch.allclose(nll, sum(a[1] for a in alone), rtol=1e-5)
+    assert not torch.allclose(total, sum(a[0] for a in alone), rtol=1e-3)  # the weights do weigh
+
+
+def test_task_sampling() -> None:
+    assert task_probabilities([100, 300], [], 1.0) == pytest.approx([0.25, 0.75])
+    assert task_probabilities([100, 400], [], 2.0) == pytest.approx([1 / 3, 2 / 3])  # sqrt: 10 : 20
+    assert task_probabilities([100, 400], [3.0, 1.0], 5.0) == pytest.approx([0.75, 0.25])
+    tasks = [0] * 10 + [1] * 30
+    chosen = sample_epoch(tasks, [0.5, 0.5], seed=1, epoch=0)
+    assert sum(tasks[i] == 0 for i in chosen) == 20 and sum(tasks[i] == 1 for i in chosen) == 20
+    assert sorted(set(i for i in chosen if tasks[i] == 0)) == list(range(10))  # the small task repeated whole
+    costs, speech = [5, 9, 40, 41, 12, 60, 3, 30], [False, False, True, True, False, True, False, True]
+    batches = mixed_batches(list(range(8)) * 2, costs, speech, max_tokens=100, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == sorted(list(range(8)) * 2)
+    for b in batches:
+        padded = sum(max((costs[i] for i in b if speech[i] == part), default=0) * sum(speech[i] == part for i in b)
+                     for part in (False, True))
+        assert padded <= 100 or len(b) == 1, b
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.tasks=[asr,ocr]"], "data.tasks: name each of asr, st, mt at most once"),
+    (["data.text_dir=''"], "data.text_dir: the mt task needs a parallel text folder"),
+    (["data.loss_weights=[1.0]"], "data.loss_weights: one weight >= 0 per task"),
+    (["model.inputs=[speech]"], "model.inputs: task mt needs text input"),
+    (["data.langs=[en,de]"], "data.langs: name the translation targets, not data.src_lang"),
+])
+def test_config_errors_name_the_field(trained: Path, tmp_path: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        UnifiedTask(load_recipe(RECIPE, recipe(trained, *overrides)), tmp_path, quiet)
+
+
+def _folder(out: Path, cfg: RunConfig, texts: list[str], kind: str) -> dict[str, torch.Tensor]:
+    """A model folder of ``cfg`` with random weights and a tokenizer trained on ``texts``; its state dict."""
+    out.mkdir()
+    train_sentencepiece(texts, out / "spm.model", vocab_size=16, model_type=kind)
+    task = get_task(cfg.task)
+    model = task.build_model(cfg, out)
+    write_model_folder(out, model.state_dict(), to_dict(cfg), [out / "spm.model"], {}, aliases=task.tied_aliases(cfg))
+    return model.state_dict()
+
+
+def test_components_start_from_a_speech_and_a_translation_model(trained: Path, tmp_path: Path) -> None:
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY))
+    m = cfg.model
+    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
+                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels)
+    torch.manual_seed(3)
+    asr_state = _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC,
+                                                    model=speech), ["abcd", "dcba"] * 4, "char")
+    mt = RunConfig(model=TransformerConfig(dim=m.dim, heads=m.heads, ffn_dim=m.ffn_dim, encoder_layers=1,
+                                           decoder_layers=m.decoder_layers))
+    mt_state = _folder(tmp_path / "mt", mt, [" ".join(s) for s in ("abcd", "ponm", "wxyz")] * 4, "word")
+    run = tmp_path / "run"
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}",
+                                     f"model.init_decoder_from={tmp_path / 'mt'}"))
+    messages: list[str] = []
+    model = Trainer(cfg, run, log=messages.append, show_progress=False).model.state_dict()
+    shared = [k for k in model if k.startswith("encoder.blocks.")]
+    assert shared and all(torch.equal(model[k], asr_state[k]) for k in shared)
+    sub = [k for k in asr_state if k.startswith("encoder.subsampling.")]
+    assert all(torch.equal(model["modalities.speech.front." + k[len("encoder."):]], asr_state[k]) for k in sub)
+    words = mt_state["decoder.embed.embedding.weight"].size(0)
+    assert torch.equal(model["decoder.embed.embedding.weight"][:words], mt_state["decoder.embed.embedding.weight"])
+    assert model["decoder.embed.embedding.weight"].size(0) == words + 2 + 2  # two task tags, en and fr
+    assert torch.equal(model["modalities.text.front.embedding.weight"], mt_state["encoder.embed.embedding.weight"])
+    assert (run / "spm.model").read_bytes() == (tmp_path / "mt" / "spm.model").read_bytes()
+    assert any(line.startswith("model.init_encoder_from: ") for line in messages)
+
+
+def test_a_tensor_that_does_not_fit_is_named(trained: Path, tmp_path: Path) -> None:
+    speech = CTCModelConfig(input_dim=40, dim=48, heads=2, layers=3, ffn_dim=96, kernel_size=7,
+                            subsampling_channels=16)
+    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
+            ["abcd"] * 8, "char")
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
+    with pytest.raises(ConfigError, match=r"model.init_encoder_from: .*asr has tensor encoder.blocks.2"):
+        Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
+
+
+def test_train_only_adapters_logs_the_trained_count(trained: Path, tmp_path: Path) -> None:
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, "model.train_only=[adapters]"))
+    messages: list[str] = []
+    trainer = Trainer(cfg, tmp_path / "run", log=messages.append, show_progress=False)
+    count = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    assert any(f"model.train_only adapters: training {count} of" in line for line in messages), messages
