@@ -28,6 +28,7 @@ from transduce.models.transformer import TransformerConfig, TransformerDecoder, 
 from transduce.nn.conformer import ConformerEncoder, TransformerSpeechEncoder
 from transduce.nn.state import DecoderState
 from transduce.nn.stream_state import EncoderStreamState
+from transduce.nn.subsampling import FrontEnd
 from transduce.nn.tying import shared_tensor_names
 
 
@@ -163,14 +164,15 @@ def decoder_config(cfg: STModelConfig) -> TransformerConfig:
 
 
 def build_st(cfg: STModelConfig, transcript_vocab: int, target_vocab: int, languages: int,
-             normalizer: nn.Module | None = None) -> SpeechTranslationModel:
+             normalizer: nn.Module | None = None, *, front_end: FrontEnd | None = None) -> SpeechTranslationModel:
     """Config, transcript vocabulary V (with blank), target pieces W and L languages -> model (decoder over W + L);
-    raises ValueError naming the key on bad values."""
+    raises ValueError naming the key on bad values. ``front_end``: in place of the encoder's subsampling (the
+    image front end of image translation)."""
     _check(cfg)
     if languages < 1:
         raise ValueError("data.tgt_langs: name at least one target language")
     speech = build_ctc(CTCModelConfig(**{k: v for k, v in vars(cfg).items() if k in CTCModelConfig.__dataclass_fields__
-                                         } | {"decoder_layers": 0}), transcript_vocab)
+                                         } | {"decoder_layers": 0}), transcript_vocab, front_end=front_end)
     dec = decoder_config(cfg)
     decoder = build_decoder(dec, target_vocab + languages, PAD)
     bridge = nn.Linear(cfg.dim, dec.dim) if dec.dim != cfg.dim else None

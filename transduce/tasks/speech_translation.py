@@ -193,6 +193,31 @@ def _sources(m: STModelConfig) -> dict[str, tuple[type, str]]:
             if path}
 
 
+def st_tokenizer(path: Path, m: STModelConfig, field: str, kind: str, size: int, texts: list[str], given: str,
+                 log: Callable[[str], None]) -> Tokenizer:
+    """The run folder's tokenizer at ``path``; the first time, the component source's (``field``'s folder in
+    ``m``), or ``given`` (data.tgt_spm), or one trained on ``texts`` (``kind``, ``size``)."""
+    source = _sources(m).get(field)
+    if given:
+        field = "data.tgt_spm"
+        if not Path(given).is_file():
+            raise ConfigError(f"data.tgt_spm: {given}: no such SentencePiece model")
+    elif source is not None:
+        given = str(source_tokenizer(source[1], source[0], field))
+    if given:
+        if path.is_file() and path.read_bytes() != Path(given).read_bytes():
+            raise ConfigError(f"{field}: {path} differs from {given}: start a new run folder")
+        if not path.is_file():
+            shutil.copy(given, path)
+            log(f"{path.name}: taken from {given}")
+        return Tokenizer(path)
+    if path.is_file():
+        return Tokenizer(path)
+    tok = train_sentencepiece(texts, path, vocab_size=size, model_type=kind)
+    log(f"trained {kind} tokenizer {path.name}: {len(tok)} pieces")
+    return tok
+
+
 class STLoss(nn.Module):
     """A speech translation model and its loss as one module for DDP: (feats, feat_lens, transcripts,
     transcript_lens, tgt_in, tgt_out) -> (ctc_weight * CTC sum + (1 - ctc_weight) * label-smoothed cross-entropy
@@ -248,27 +273,7 @@ class STTask:
                  f"language{'s' if len(self.langs) > 1 else ''}{distilled})")
 
     def _tokenizer(self, name: str, field: str, kind: str, size: int, texts: list[str], given: str) -> Tokenizer:
-        """The run folder's ``name``; the first time, the component source's, or ``given``, or one trained."""
-        path = self.run_dir / name
-        source = _sources(self.cfg.model).get(field)
-        if given:
-            field = "data.tgt_spm"
-            if not Path(given).is_file():
-                raise ConfigError(f"data.tgt_spm: {given}: no such SentencePiece model")
-        elif source is not None:
-            given = str(source_tokenizer(source[1], source[0], field))
-        if given:
-            if path.is_file() and path.read_bytes() != Path(given).read_bytes():
-                raise ConfigError(f"{field}: {path} differs from {given}: start a new run folder")
-            if not path.is_file():
-                shutil.copy(given, path)
-                self.log(f"{name}: taken from {given}")
-            return Tokenizer(path)
-        if path.is_file():
-            return Tokenizer(path)
-        tok = train_sentencepiece(texts, path, vocab_size=size, model_type=kind)
-        self.log(f"trained {kind} tokenizer {name}: {len(tok)} pieces")
-        return tok
+        return st_tokenizer(self.run_dir / name, self.cfg.model, field, kind, size, texts, given, self.log)
 
     def _cmvn(self, train: list[STUtterance]) -> CMVNStats:
         path = self.run_dir / CMVN
@@ -335,48 +340,60 @@ class STTask:
     def iterate(self, batches: list[list[int]], *, epoch: int, start: int) -> Iterator[STBatch]:
         return iterate_speech(batches, self.collator(True, epoch), start=start, num_workers=self.cfg.data.num_workers)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, dist: DistContext, autocast: AbstractContextManager
                  ) -> tuple[dict[str, Any], float]:
         """Dev translation loss per target token in bits and, with train.eval_bleu, greedy BLEU per language
         (batches shared out over ranks); the score is the mean BLEU (else minus the loss)."""
-        assert isinstance(model, SpeechTranslationModel)
-        model.eval()
-        device = next(model.parameters()).device
         batches = make_speech_batches(utterance_frames([e.utt for e in self.valid], self.fbank),
                                       max_frames=self.cfg.train.max_tokens, seed=0, epoch=0, shuffle=False)
-        nll_sum = tokens = 0.0
-        decoded: list[tuple[int, list[int]]] = []
-        for batch in iterate_speech(dist.shard(batches), self.collator(False), num_workers=self.cfg.data.num_workers):
-            batch = batch.to(device)
-            with autocast:
-                memory, lens = model.encode(batch.feats, batch.feat_lens)
-                features, _ = model.decoder.features(batch.tgt_in, memory, lens)  # (B, Y, E)
-            nll_sum += float(projected_label_smoothed_nll(features.float(), model.decoder.output.weight.float(),
-                                                          batch.tgt_out, epsilon=0.0, ignore_index=PAD)[1])
-            tokens += batch.num_tokens
-            if self.cfg.train.eval_bleu:
-                decoded += self._greedy(model, memory.float(), lens, batch)
-        nll_sum, tokens = dist.sum([nll_sum, tokens], device)
-        result: dict[str, Any] = {"loss": round(nll_sum / tokens / math.log(2), 4)}
-        if not self.cfg.train.eval_bleu:
-            return result, -result["loss"]
-        order = dict(p for part in dist.gather(decoded) for p in part)  # every rank's (example, tokens)
-        texts = self.targets.decode([order[i] for i in range(len(self.valid))])
-        for lang in self.langs:
-            mine = [i for i, e in enumerate(self.valid) if e.lang == lang]
-            result[f"bleu_{lang}"] = sacre_scores([texts[i] for i in mine], [self.valid[i].text for i in mine])["bleu"]
-        result["bleu"] = round(sum(result[f"bleu_{lang}"] for lang in self.langs) / len(self.langs), 2)
-        return result, result["bleu"]
+        dev = iterate_speech(dist.shard(batches), self.collator(False), num_workers=self.cfg.data.num_workers)
+        return evaluate_st(model, dev, [(e.lang, e.text) for e in self.valid], self.targets, self.tags, self.cfg,
+                           dist, autocast)
 
-    def _greedy(self, model: SpeechTranslationModel, memory: Tensor, lens: Tensor, batch: STBatch
-                ) -> list[tuple[int, list[int]]]:
-        """(example index, greedy output pieces) of a dev batch, each started with its example's tag."""
-        from transduce.decoding.hypothesis import max_lengths
-        from transduce.decoding.tagged import tagged_beam_search
 
-        d: STDecodeConfig = self.cfg.decode
-        forbidden = torch.tensor(self.tags, device=memory.device)
-        found = tagged_beam_search(model, memory, lens, batch.tgt_in[:, 0], forbidden,
-                                   max_lengths(lens, d.max_len_a, d.max_len_b), beam=1)
-        return [(int(i), h[0].tokens if h else []) for i, h in zip(batch.indices, found, strict=True)]
+@torch.no_grad()
+def evaluate_st(model: nn.Module, batches: Iterator[STBatch], valid: list[tuple[str, str]], targets: Tokenizer,
+                tags: list[int], cfg: RunConfig, dist: DistContext, autocast: AbstractContextManager
+                ) -> tuple[dict[str, Any], float]:
+    """Dev loss per target token in bits and, with train.eval_bleu, greedy BLEU per language of a speech (or
+    image) translation model over this rank's ``batches`` of the dev examples ``valid`` ((language, reference)
+    in dev order); the score is the mean BLEU (else minus the loss)."""
+    assert isinstance(model, SpeechTranslationModel)
+    model.eval()
+    device = next(model.parameters()).device
+    nll_sum = tokens = 0.0
+    decoded: list[tuple[int, list[int]]] = []
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast:
+            memory, lens = model.encode(batch.feats, batch.feat_lens)
+            features, _ = model.decoder.features(batch.tgt_in, memory, lens)  # (B, Y, E)
+        nll_sum += float(projected_label_smoothed_nll(features.float(), model.decoder.output.weight.float(),
+                                                      batch.tgt_out, epsilon=0.0, ignore_index=PAD)[1])
+        tokens += batch.num_tokens
+        if cfg.train.eval_bleu:
+            decoded += _greedy(model, memory.float(), lens, batch, tags, cfg.decode)
+    nll_sum, tokens = dist.sum([nll_sum, tokens], device)
+    result: dict[str, Any] = {"loss": round(nll_sum / tokens / math.log(2), 4)}
+    if not cfg.train.eval_bleu:
+        return result, -result["loss"]
+    order = dict(p for part in dist.gather(decoded) for p in part)  # every rank's (example, tokens)
+    texts = targets.decode([order[i] for i in range(len(valid))])
+    langs = list(dict.fromkeys(lang for lang, _ in valid))
+    for lang in langs:
+        mine = [i for i, (x, _) in enumerate(valid) if x == lang]
+        result[f"bleu_{lang}"] = sacre_scores([texts[i] for i in mine], [valid[i][1] for i in mine])["bleu"]
+    result["bleu"] = round(sum(result[f"bleu_{lang}"] for lang in langs) / len(langs), 2)
+    return result, result["bleu"]
+
+
+def _greedy(model: SpeechTranslationModel, memory: Tensor, lens: Tensor, batch: STBatch, tags: list[int],
+            d: STDecodeConfig) -> list[tuple[int, list[int]]]:
+    """(example index, greedy output pieces) of a dev batch, each started with its example's tag."""
+    from transduce.decoding.hypothesis import max_lengths
+    from transduce.decoding.tagged import tagged_beam_search
+
+    forbidden = torch.tensor(tags, device=memory.device)
+    found = tagged_beam_search(model, memory, lens, batch.tgt_in[:, 0], forbidden,
+                               max_lengths(lens, d.max_len_a, d.max_len_b), beam=1)
+    return [(int(i), h[0].tokens if h else []) for i, h in zip(batch.indices, found, strict=True)]
