@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from transduce.data.manifest import Utterance
 from transduce.data.speech_batching import SpeechCollator, iterate_speech, make_speech_batches, utterance_frames
 from transduce.data.speech_translation import STUtterance, read_st_manifest
 from transduce.data.st_batching import STBatch, STCollator
-from transduce.data.tokenizer import PAD, Tokenizer, train_sentencepiece
+from transduce.data.tokenizer import PAD, Tokenizer
 from transduce.errors import ConfigError, DataError
 from transduce.metrics.bleu import sacre_scores
 from transduce.models.ctc import ctc_loss
@@ -36,8 +35,10 @@ from transduce.models.folder import ModelFolder
 from transduce.models.st import SpeechTranslationModel, STModelConfig, build_st, tag_ids, tied_aliases
 from transduce.speech_translate import TARGET_TOKENIZER, TRANSCRIPT_TOKENIZER, SpeechTranslator, STDecodeConfig
 from transduce.tasks.speech import augment_config, estimate_cmvn
+from transduce.tasks.st_components import init_st_components, st_tokenizer
+from transduce.tasks.st_components import source_model as source_model  # re-exported: its home was here
+from transduce.tasks.st_components import source_tokenizer as source_tokenizer  # re-exported: its home was here
 from transduce.train.distributed import DistContext
-from transduce.train.finetune import copy_component
 from transduce.train.loss import projected_label_smoothed_nll
 
 CMVN = "cmvn.json"
@@ -138,86 +139,6 @@ def _build(cfg: RunConfig, transcripts: Tokenizer, targets: Tokenizer, cmvn: CMV
     return model
 
 
-def source_model(path: str, needs: type, field: str) -> tuple[dict[str, Tensor], RunConfig]:
-    """The full state dict (tied aliases included) and the config of the model folder ``path``, whose kind's
-    inference object must be a ``needs``; errors name ``field``."""
-    from transduce.tasks import require
-
-    try:
-        kind, cfg, folder = require(path, needs, f"{field} needs {NEEDS[field]}")
-        model = folder.load_into(kind.build_model(cfg, folder.path), kind.tied_aliases(cfg))
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"{field}: {err}") from None
-    return model.state_dict(), cfg
-
-
-def source_tokenizer(path: str, needs: type, field: str) -> Path:
-    """The last tokenizer file of the model folder ``path`` (a speech model's transcript pieces, a translation
-    model's target pieces); errors name ``field``."""
-    from transduce.tasks import require
-
-    try:
-        kind, cfg, folder = require(path, needs, f"{field} needs {NEEDS[field]}")
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"{field}: {err}") from None
-    return kind.folder_files(cfg, folder.path)[-1]
-
-
-NEEDS = {"model.init_encoder_from": "a speech model", "model.init_decoder_from": "a translation model"}
-SAME = {"model.init_encoder_from": tuple((k, k) for k in ("data.sample_rate", "data.num_mel_bins", "model.encoder",
-                                                         "model.causal_conv", "model.utterance_norm")),
-        "model.init_decoder_from": (("model.decoder_pre_norm", "model.pre_norm"),
-                                    ("model.decoder_positions", "model.positions"))}
-"""Settings that hold no weights but change what the copied weights compute: (ours, the source's) must agree."""
-
-
-def check_settings(cfg: RunConfig, source: RunConfig, field: str, path: str) -> None:
-    """A ConfigError naming the first of ``SAME[field]`` where this run and the source model differ."""
-    def get(config: RunConfig, dotted: str) -> object:
-        section, key = dotted.split(".")
-        return getattr(getattr(config, section), key, None)
-
-    for ours, theirs in SAME[field]:
-        if get(cfg, ours) != get(source, theirs):
-            raise ConfigError(f"{ours}: {get(cfg, ours)!r} here, but {field} {path} has {theirs} "
-                              f"{get(source, theirs)!r}")
-
-
-def _sources(m: STModelConfig) -> dict[str, tuple[type, str]]:
-    """{config field: (inference class its folder must have, path)} of the components this run starts from."""
-    from transduce.recognize import Recognizer
-    from transduce.translate import Translator
-
-    return {name: (cls, path) for name, cls, path in (("model.init_encoder_from", Recognizer, m.init_encoder_from),
-                                                      ("model.init_decoder_from", Translator, m.init_decoder_from))
-            if path}
-
-
-def st_tokenizer(path: Path, m: STModelConfig, field: str, kind: str, size: int, texts: list[str], given: str,
-                 log: Callable[[str], None]) -> Tokenizer:
-    """The run folder's tokenizer at ``path``; the first time, the component source's (``field``'s folder in
-    ``m``), or ``given`` (data.tgt_spm), or one trained on ``texts`` (``kind``, ``size``)."""
-    source = _sources(m).get(field)
-    if given:
-        field = "data.tgt_spm"
-        if not Path(given).is_file():
-            raise ConfigError(f"data.tgt_spm: {given}: no such SentencePiece model")
-    elif source is not None:
-        given = str(source_tokenizer(source[1], source[0], field))
-    if given:
-        if path.is_file() and path.read_bytes() != Path(given).read_bytes():
-            raise ConfigError(f"{field}: {path} differs from {given}: start a new run folder")
-        if not path.is_file():
-            shutil.copy(given, path)
-            log(f"{path.name}: taken from {given}")
-        return Tokenizer(path)
-    if path.is_file():
-        return Tokenizer(path)
-    tok = train_sentencepiece(texts, path, vocab_size=size, model_type=kind)
-    log(f"trained {kind} tokenizer {path.name}: {len(tok)} pieces")
-    return tok
-
-
 class STLoss(nn.Module):
     """A speech translation model and its loss as one module for DDP: (feats, feat_lens, transcripts,
     transcript_lens, tgt_in, tgt_out) -> (ctc_weight * CTC sum + (1 - ctc_weight) * label-smoothed cross-entropy
@@ -307,15 +228,7 @@ class STTask:
         return _build(self.cfg, self.transcripts, self.targets, self.cmvn)
 
     def init_components(self, model: nn.Module) -> None:
-        """model.init_encoder_from: encoder and CTC head; model.init_decoder_from: decoder (tag rows fresh)."""
-        parts = {"model.init_encoder_from": ("encoder.", "head."), "model.init_decoder_from": ("decoder.",)}
-        grown = {"decoder.embed.embedding.weight", "decoder.output.weight"}
-        for name, (needs, path) in _sources(self.cfg.model).items():
-            state, source = source_model(path, needs, name)
-            check_settings(self.cfg, source, name, path)
-            count = sum(copy_component(model, state, prefix=prefix, field=name, where=path, grown=grown)
-                        for prefix in parts[name])
-            self.log(f"{name}: {count} tensors from {path}")
+        init_st_components(model, self.cfg, self.log)
 
     def loss_module(self, model: nn.Module, autocast: AbstractContextManager) -> nn.Module:
         return STLoss(model, autocast, ctc_weight=self.cfg.model.ctc_weight,  # type: ignore[arg-type]
