@@ -73,11 +73,13 @@ class SpeechTranslator:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> SpeechTranslator:
         """A speech translation model folder (or run folder); any other kind of model is a UsageError naming it."""
-        from transduce.tasks import build_loaded  # the task registry sits above this module
+        from transduce.tasks import build_loaded, get_task  # the task registry sits above this module
 
         model, cfg, folder = build_loaded(path, SpeechTranslator, "this needs a speech translation model")
-        return cls(model, Tokenizer(folder.file(TRANSCRIPT_TOKENIZER)),  # type: ignore[arg-type]
-                   Tokenizer(folder.file(TARGET_TOKENIZER)), cfg, folder.card, device)
+        inference = get_task(cfg.task).inference  # e.g. an image translation model's ImageTranslator
+        return (inference if issubclass(inference, cls) else cls)(
+            model, Tokenizer(folder.file(TRANSCRIPT_TOKENIZER)), Tokenizer(folder.file(TARGET_TOKENIZER)), cfg,  # type: ignore[arg-type]
+            folder.card, device)
 
     def chunk_frames(self, chunk_ms: float) -> int:
         """Milliseconds of audio -> encoder frames per attention chunk (at least 1)."""

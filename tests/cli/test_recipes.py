@@ -15,6 +15,7 @@ from transduce.models.rnn import build_rnn
 from transduce.models.st import build_st
 from transduce.models.transformer import build
 from transduce.models.unified import build_unified
+from transduce.tasks.image_translation import build_image_st
 from transduce.tasks.ocr import build_ocr
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
@@ -34,6 +35,8 @@ def test_recipe_loads_and_builds(path: Path) -> None:
         model = build_st(cfg.model, vocab, cfg.data.tgt_vocab_size, len(cfg.data.tgt_langs))
     elif cfg.task == "ocr":
         model = build_ocr(cfg, vocab)
+    elif cfg.task == "image_translation":
+        model = build_image_st(cfg, vocab, cfg.data.tgt_vocab_size)
     elif cfg.task == "unified":
         model = build_unified(cfg.model, vocab, 1 + len(cfg.data.langs))
     elif cfg.task == "rnn_translation":

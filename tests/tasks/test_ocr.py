@@ -110,5 +110,5 @@ def test_config_checks_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"model.input_dim: .* set it to 32, got 40"):
         build_ocr(cfg, 12)
     cfg = load_recipe(ROOT / "recipes" / "tiny-digits-ocr.yaml", ["model.subsampling=6"])
-    with pytest.raises(ConfigError, match=r"model.subsampling: an OCR model reduces the width by one of \[4, 8\]"):
+    with pytest.raises(ConfigError, match=r"model.subsampling: an image model reduces the width by one of \[4, 8\]"):
         build_ocr(cfg, 12)

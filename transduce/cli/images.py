@@ -1,5 +1,6 @@
 """Image subcommands: ``data text-images`` / ``text-images-import`` / ``digit-images``, and ``transcribe``,
-``evaluate`` and the ``translate``/``evaluate --asr`` cascade when the model reads images (an OCR model)."""
+``evaluate`` and the ``translate``/``evaluate --asr`` cascade when the model reads images (an OCR model), and
+``translate``/``evaluate`` of an end-to-end image translation model over image manifests."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from transduce.errors import UsageError
 if TYPE_CHECKING:
     from transduce.cascade import Cascade
     from transduce.data.images import ImageLine
-    from transduce.read_images import ImageRecognizer
+    from transduce.read_images import ImageRecognizer, ImageTranslator
 
 
 def data(args: argparse.Namespace) -> int:
@@ -42,10 +43,10 @@ def data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(path: str, recognizer: ImageRecognizer) -> list[ImageLine]:
+def _lines(path: str, reader: ImageRecognizer | ImageTranslator) -> list[ImageLine]:
     from transduce.data.images import read_image_manifest
 
-    return read_image_manifest(path, check_images=True, height=recognizer.height)
+    return read_image_manifest(path, check_images=True, height=reader.height)
 
 
 def transcribe(args: argparse.Namespace, recognizer: ImageRecognizer, overrides: dict[str, object]) -> int:
@@ -111,24 +112,57 @@ def translate_manifest(args: argparse.Namespace, cascade: Cascade, overrides: di
 def evaluate_cascade(args: argparse.Namespace, cascade: Cascade, lang: str, overrides: dict[str, object]) -> int:
     """BLEU/chrF of OCR -> (truecaser) -> MT against an image manifest's ``lang`` translations, with the OCR and
     total seconds and images per second, as JSON (the speech cascade's score keys)."""
-    from transduce.cli.st import translation_scores
-    from transduce.data.text import DataError
-
-    lines = _lines(args.manifest, cascade.recognizer)  # type: ignore[arg-type]
-    missing = next((x for x in lines if lang not in x.translation), None)
-    if missing is not None:
-        raise DataError(f"{args.manifest}: line {missing.id!r} has no {lang!r} translation")
+    lines = _translated_lines(args.manifest, cascade.recognizer, lang)  # type: ignore[arg-type]
     started = time.perf_counter()
     sources = cascade.transcribe([x.image for x in lines])
     ocr_seconds = time.perf_counter() - started
     hyps = cascade.translator.translate(sources, **overrides)
-    seconds = time.perf_counter() - started
+    _report(args, lines, lang, hyps, time.perf_counter() - started, truecase=args.truecase,
+            ocr_seconds=round(ocr_seconds, 2))
+    return 0
+
+
+def translate_e2e(args: argparse.Namespace, translator: ImageTranslator, overrides: dict[str, object]) -> int:
+    """An image translation model over an image manifest: ``{"id", "text"}`` JSON lines in its order."""
+    lines = _lines(args.manifest, translator)
+    for item, text in zip(lines, translator.translate([x.image for x in lines], args.tgt_lang, **overrides),
+                          strict=True):
+        print(json.dumps({"id": item.id, "text": text}, ensure_ascii=False))
+    return 0
+
+
+def evaluate_e2e(args: argparse.Namespace, translator: ImageTranslator, lang: str, overrides: dict[str, object]
+                 ) -> int:
+    """BLEU/chrF of an image translation model against an image manifest's ``lang`` translations, as JSON (the
+    cascade's keys)."""
+    lines = _translated_lines(args.manifest, translator, lang)
+    started = time.perf_counter()
+    hyps = translator.translate([x.image for x in lines], lang, **overrides)
+    _report(args, lines, lang, hyps, time.perf_counter() - started,
+            beam=overrides.get("beam", translator.config.decode.beam))
+    return 0
+
+
+def _translated_lines(path: str, reader: ImageRecognizer | ImageTranslator, lang: str) -> list[ImageLine]:
+    """The manifest's lines; a DataError naming the first without a ``lang`` translation."""
+    from transduce.data.text import DataError
+
+    lines = _lines(path, reader)
+    missing = next((x for x in lines if lang not in x.translation), None)
+    if missing is not None:
+        raise DataError(f"{path}: line {missing.id!r} has no {lang!r} translation")
+    return lines
+
+
+def _report(args: argparse.Namespace, lines: list[ImageLine], lang: str, hyps: list[str], seconds: float,
+            **settings: object) -> None:
+    """Write --output, then print the scores against the lines' ``lang`` translations, ``settings`` and speed."""
+    from transduce.cli.st import translation_scores
+
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.writelines(f"{h}\n" for h in hyps)
     result: dict[str, Any] = {**translation_scores(hyps, [x.translation[lang] for x in lines], lang),
-                              "tgt_lang": lang, "images": len(lines), "truecase": args.truecase,
-                              "ocr_seconds": round(ocr_seconds, 2), "seconds": round(seconds, 2),
+                              "tgt_lang": lang, "images": len(lines), **settings, "seconds": round(seconds, 2),
                               "images_per_second": round(len(lines) / seconds, 2)}
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0

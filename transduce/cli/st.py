@@ -177,6 +177,8 @@ def translate_e2e(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model} translates audio files given as arguments or the utterances of --manifest "
                          "(one of the two)")
     translator, overrides = _load_e2e(args)
+    if args.manifest and getattr(translator, "reads_images", False):
+        return images.translate_e2e(args, translator, overrides)
     if args.manifest:
         utts = read_manifest(args.manifest, check_audio=True)
         texts = translator.translate([u.audio for u in utts], args.tgt_lang, **overrides)
@@ -198,6 +200,8 @@ def evaluate_e2e(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model} evaluates the utterances of a speech translation --manifest")
     translator, overrides = _load_e2e(args)
     lang = args.tgt_lang or translator.langs[0]
+    if getattr(translator, "reads_images", False):
+        return images.evaluate_e2e(args, translator, lang, overrides)
     utts = read_st_manifest(args.manifest, [lang], check_audio=True)
     started = time.perf_counter()
     hyps = translator.translate([u.utt.audio for u in utts], lang, **overrides)

@@ -54,6 +54,8 @@ TRAIN_FAMILIES = ("dejavu-sans", "dejavu-serif", "dejavu-mono", "liberation-sans
                   "freemono", "noto-sans")
 DEV_FAMILIES = ("liberation-serif", "freeserif")  # a Times-like serif unseen in training
 RESERVED_FAMILIES = ("noto-serif",)
+DIGIT_WORDS = {"de": ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"),
+               "fr": ("zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf")}
 INSTALL = "apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-noto-core (make system-deps)"
 
 
@@ -286,8 +288,9 @@ def import_line_images(listing: str | Path, out: str | Path, *, height: int = 32
 
 def prepare_digit_images(out: str | Path, *, train: int = 300, dev: int = 40, seed: int = 1,
                          height: int = 32) -> dict[str, list[ImageLine]]:
-    """A toy OCR set for smoke tests: random digit strings (3 to 6 digits) drawn with Pillow's built-in font (no
-    system fonts needed) at random sizes and offsets, dark on light, with pixel noise; ``out/{train,dev}.jsonl``."""
+    """A toy OCR and image translation set for smoke tests: random digit strings (3 to 6 digits) drawn with Pillow's
+    built-in font (no system fonts needed) at random sizes and offsets, dark on light, with pixel noise, their
+    "translations" the digits' German and French names; ``out/{train,dev}.jsonl``."""
     out = Path(out)
     result = {}
     for split, count in (("train", train), ("dev", dev)):
@@ -305,8 +308,9 @@ def prepare_digit_images(out: str | Path, *, train: int = 300, dev: int = 40, se
             path = out / "images" / split / f"{split}-{k:05d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+            words = {lang: " ".join(names[int(d)] for d in digits) for lang, names in DIGIT_WORDS.items()}
             lines.append(ImageLine(f"{split}-{k:05d}", path, Image.open(path).width, digits, "builtin/toy",
-                                   digits))
+                                   digits, words))
         write_image_manifest(out / f"{split}.jsonl", lines)
         result[split] = lines
     return result

@@ -30,6 +30,7 @@ TASKS: dict[str, Any] = {
     "ctc": "transduce.tasks.speech:SPEECH",
     "speech_translation": "transduce.tasks.speech_translation:SPEECH_TRANSLATION",
     "ocr": "transduce.tasks.ocr:OCR",
+    "image_translation": "transduce.tasks.image_translation:IMAGE_TRANSLATION",
     "unified": "transduce.tasks.unified:UNIFIED",
 }
 """Recipe ``task:`` -> its kind (a "module:attribute" string, or the kind object)."""

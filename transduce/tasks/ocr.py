@@ -108,26 +108,48 @@ class OCRKind:
 OCR = OCRKind()
 
 
-def build_ocr(cfg: RunConfig, vocab: int, stats: tuple[float, float] | None = None) -> CTCModel:
-    """The speech CTC model of ``cfg.model`` with an image front end of ``cfg.data.height`` rows (``stats``: the
-    training images' pixel mean and std; else loaded with the weights)."""
+def image_front_end(cfg: RunConfig, stats: tuple[float, float] | None = None) -> ImageFrontend:
+    """The image front end of an image model's config (``data.height`` rows, width reduced ``model.subsampling``
+    times, ``model.subsampling_channels``) with the training images' pixel ``stats`` (else loaded with the
+    weights); ConfigErrors name the key."""
     m = cfg.model
     if m.input_dim != cfg.data.height:
-        raise ConfigError(f"model.input_dim: an OCR model reads image columns of data.height {cfg.data.height} "
+        raise ConfigError(f"model.input_dim: an image model reads image columns of data.height {cfg.data.height} "
                           f"pixels; set it to {cfg.data.height}, got {m.input_dim}")
     if m.subsampling not in WIDTH_LAYOUTS:
-        raise ConfigError(f"model.subsampling: an OCR model reduces the width by one of {sorted(WIDTH_LAYOUTS)}, "
+        raise ConfigError(f"model.subsampling: an image model reduces the width by one of {sorted(WIDTH_LAYOUTS)}, "
                           f"got {m.subsampling}")
     if cfg.data.height < 8:
         raise ConfigError(f"data.height: at least 8 pixels, got {cfg.data.height}")
     front = ImageFrontend(cfg.data.height, m.dim, factor=m.subsampling, channels=m.subsampling_channels or m.dim)
-    try:
-        model = build_ctc(m, vocab, front_end=front)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
     if stats is not None:
         front.set_stats(*stats)
-    return model
+    return front
+
+
+def build_ocr(cfg: RunConfig, vocab: int, stats: tuple[float, float] | None = None) -> CTCModel:
+    """The speech CTC model of ``cfg.model`` with the image front end in place of its subsampling."""
+    try:
+        return build_ctc(cfg.model, vocab, front_end=image_front_end(cfg, stats))
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from None
+
+
+def pixel_stats(run_dir: Path, train: list[ImageLine], data: Any, log: Callable[[str], None]) -> tuple[float, float]:
+    """Pixel mean/std of the run (``run_dir/image_stats.json``), estimated the first time over up to
+    ``data.stats_images`` training images spread evenly over the manifest."""
+    path = run_dir / STATS
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return float(saved["mean"]), float(saved["std"])
+    count = min(len(train), data.stats_images)
+    step = len(train) / count
+    mean, std = image_stats([load_line_image(train[int(k * step)].image, data.height) for k in range(count)])
+    path.write_text(json.dumps({"mean": mean, "std": std, "images": count}))
+    log(f"image statistics on {count} training images: mean {mean:.4f}, std {std:.4f}")
+    return mean, std
 
 
 class OCRTask:
@@ -143,23 +165,9 @@ class OCRTask:
         folder = Path(data.dir)
         train, self.valid = read_image_manifests(folder, data.train), read_image_manifest(folder / data.valid)
         self.tokenizer = transcript_tokenizer(run_dir / TOKENIZER, [x.text for x in train], data, log)
-        self.stats = self._stats(train)
+        self.stats = pixel_stats(run_dir, train, data, log)
         self.train, self.train_targets = self._filter(train)
         self.valid_targets = self.tokenizer.encode([x.text for x in self.valid])
-
-    def _stats(self, train: list[ImageLine]) -> tuple[float, float]:
-        """Pixel mean/std over up to ``stats_images`` training images spread evenly over the manifest."""
-        path = self.run_dir / STATS
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            return float(saved["mean"]), float(saved["std"])
-        count = min(len(train), self.cfg.data.stats_images)
-        step = len(train) / count
-        mean, std = image_stats([load_line_image(train[int(k * step)].image, self.cfg.data.height)
-                                 for k in range(count)])
-        path.write_text(json.dumps({"mean": mean, "std": std, "images": count}))
-        self.log(f"image statistics on {count} training images: mean {mean:.4f}, std {std:.4f}")
-        return mean, std
 
     def _filter(self, lines: list[ImageLine]) -> tuple[list[ImageLine], list[list[int]]]:
         """Drop images that are too wide, have no transcript, or are too narrow for CTC to emit it."""
