@@ -195,3 +195,10 @@ def test_train_only_adapters_logs_the_trained_count(trained: Path, tmp_path: Pat
     trainer = Trainer(cfg, tmp_path / "run", log=messages.append, show_progress=False)
     count = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     assert any(f"model.train_only adapters: training {count} of" in line for line in messages), messages
+
+
+def test_training_tag_rows_refuses_weight_decay(trained: Path, tmp_path: Path) -> None:
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, "model.train_only=[adapters,tags]", "optim.name=adamw",
+                                     "optim.weight_decay=0.01"))
+    with pytest.raises(ConfigError, match="model.train_only: tags trains rows of the decoder embedding"):
+        Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)

@@ -164,6 +164,9 @@ class UnifiedTask:
         assert isinstance(model, UnifiedModel)
         init_components(model, self.cfg, self.log)
         parts = tuple(self.cfg.model.train_only)
+        if "tags" in parts and self.cfg.optim.weight_decay:
+            raise ConfigError(f"model.train_only: tags trains rows of the decoder embedding, whose other rows "
+                              f"optim.weight_decay {self.cfg.optim.weight_decay} would move; set it to 0")
         if parts:
             count = trainable(model, parts, len(self.tok))
             total = sum(p.numel() for p in model.parameters())
