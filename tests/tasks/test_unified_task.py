@@ -135,6 +135,7 @@ def test_task_sampling() -> None:
     (["data.loss_weights=[1.0]"], "data.loss_weights: one weight >= 0 per task"),
     (["model.inputs=[speech]"], "model.inputs: task mt needs text input"),
     (["data.langs=[en,de]"], "data.langs: name the translation targets, not data.src_lang"),
+    (["data.without=[mt:cs]"], "data.without: 'mt:cs' is not a task:lang of this run"),
 ])
 def test_config_errors_name_the_field(trained: Path, tmp_path: Path, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -202,3 +203,15 @@ def test_training_tag_rows_refuses_weight_decay(trained: Path, tmp_path: Path) -
                                      "optim.weight_decay=0.01"))
     with pytest.raises(ConfigError, match="model.train_only: tags trains rows of the decoder embedding"):
         Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
+
+
+def test_without_leaves_task_languages_out_but_keeps_their_tags(trained: Path, tmp_path: Path) -> None:
+    (trained / "data" / "text" / "train.fr").rename(trained / "data" / "text" / "train.fr.away")
+    try:  # mt:fr is left out: its text files are not even read
+        cfg = load_recipe(RECIPE, recipe(trained, "data.without=[st:de,mt:fr]"))
+        task = UnifiedTask(cfg, tmp_path, quiet)
+    finally:
+        (trained / "data" / "text" / "train.fr.away").rename(trained / "data" / "text" / "train.fr")
+    jobs = {(cfg.data.tasks[e.task], e.lang) for e in task.train}
+    assert jobs == {("asr", "en"), ("st", "fr"), ("mt", "de")}
+    assert task.tags.langs == ("en", "de", "fr")

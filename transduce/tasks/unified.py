@@ -228,7 +228,7 @@ class UnifiedTask:
                 decoded += greedy(model, batch, forbidden, self.cfg.decode)
         sums = dist.sum(sums, device)
         result: dict[str, Any] = {"loss": bits(sum(sums[::2]), sum(sums[1::2]))}
-        result |= {f"loss_{job}": bits(sums[2 * t], sums[2 * t + 1]) for t, job in enumerate(jobs)}
+        result |= {f"loss_{job}": bits(sums[2 * t], sums[2 * t + 1]) for t, job in enumerate(jobs) if sums[2 * t + 1]}
         if self.cfg.train.eval_bleu:
             outputs = dict(p for part in dist.gather(decoded) for p in part)
             result |= dev_scores(self.valid, outputs, self.tok, jobs)

@@ -54,6 +54,9 @@ class UnifiedDataConfig(SpeechDataConfig):
     """Leave out training text pairs with a side longer than this (pieces)."""
     valid_limit: int = 0
     """Dev items per task and language (the first ones; 0 = all)."""
+    without: tuple[str, ...] = ()
+    """"task:lang" pairs left out of training and dev (e.g. [st:cs, mt:cs]: a model trained without Czech pairs that
+    keeps the Czech tag, to be fine-tuned into it later); mt's text files of such a language are not read."""
 
 
 def check_data(data: UnifiedDataConfig, inputs: tuple[str, ...]) -> None:
@@ -76,6 +79,10 @@ def check_data(data: UnifiedDataConfig, inputs: tuple[str, ...]) -> None:
         raise ConfigError(f"data.langs: name the translation targets, not data.src_lang, got {list(data.langs)}")
     if "mt" in data.tasks and not data.text_dir:
         raise ConfigError("data.text_dir: the mt task needs a parallel text folder")
+    known = {f"{t}:{lang}" for t in data.tasks for lang in ([data.src_lang] if t == "asr" else data.langs)}
+    unknown = [pair for pair in data.without if pair not in known]
+    if unknown:
+        raise ConfigError(f"data.without: {unknown[0]!r} is not a task:lang of this run ({', '.join(sorted(known))})")
 
 
 @dataclass
@@ -103,7 +110,7 @@ def read_sources(data: UnifiedDataConfig, train: bool) -> Sources:
     text = {}
     if "mt" in data.tasks:
         folder, prefix = Path(data.text_dir), data.text_train if train else data.text_valid
-        for lang in data.langs:
+        for lang in (lang for lang in data.langs if f"mt:{lang}" not in data.without):
             text[lang] = read_parallel(_find(folder, prefix, data.src_lang), _find(folder, prefix, lang))
     return Sources(speech, text)
 
@@ -140,7 +147,7 @@ def speech_examples(data: UnifiedDataConfig, utts: list[STUtterance], tok: Token
     jobs = [("asr", data.src_lang, "transcribe")] if "asr" in data.tasks else []
     jobs += [("st", lang, "translate") for lang in data.langs] if "st" in data.tasks else []
     out: list[Example] = []
-    for job, lang, tag in jobs:
+    for job, lang, tag in (j for j in jobs if f"{j[0]}:{j[1]}" not in data.without):
         texts = [u.utt.text if job == "asr" else u.translation[lang] for u in utts]
         kept = 0
         for u, text, target, transcript in zip(utts, texts, tok.encode(texts), transcripts, strict=True):
