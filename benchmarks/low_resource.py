@@ -125,7 +125,8 @@ def main() -> None:
             run = args.out / f"{method}-{pairs}"
             run_method(method, steps, folder, run, args)
             results.setdefault(method, {})[pairs] = bleu = score(run, folder)
-            print(f"{method:9s} {pairs:6d} pairs  BLEU {bleu:6.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+            seconds = time.perf_counter() - started
+            print(f"{method:9s} {pairs:6d} pairs  BLEU {bleu:6.2f}  ({seconds:.0f} s)", flush=True)
     if not args.dry_run:
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         plot(results, args.out / "low_resource.png")
