@@ -73,17 +73,7 @@ class UnifiedLoss(nn.Module):
         found = self.per_task(*inputs)
         loss = sum((self.loss_weights[t] * v[0] for t, v in found.items()), inputs[0].new_zeros(()))
         nll = sum((v[1] for v in found.values()), inputs[0].new_zeros(()))
-        return loss + self._unused(inputs), nll
-
-    def _unused(self, inputs: Sequence[Tensor]) -> Tensor:
-        """0 x the parameters this batch leaves out (the adapter of a modality it lacks, the CTC head without
-        speech): every parameter gets a gradient in every step, which DDP needs, and the loss is unchanged."""
-        present = {part[0] for part in parts(inputs)}
-        unused = [p for name, module in self.model.modalities.items() if name not in present
-                  for p in module.parameters()]
-        if self.model.ctc_head is not None and "speech" not in present:
-            unused += list(self.model.ctc_head.parameters())
-        return sum((p.sum() * 0.0 for p in unused if p.requires_grad), inputs[0].new_zeros(()))
+        return loss, nll
 
 
 def greedy(model: UnifiedModel, batch: UnifiedBatch, forbidden: Tensor, decode: UnifiedDecodeConfig
