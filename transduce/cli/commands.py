@@ -247,9 +247,11 @@ def lm(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from transduce.cli import st
+    from transduce.cli import st, unified
     from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
 
+    if unified.is_unified(args):
+        return unified.evaluate(args)
     st.expand_cascade(args)
     if st.end_to_end(args):
         return st.evaluate_e2e(args)

@@ -15,7 +15,8 @@ from transduce.errors import UsageError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 CLASHING = ("asr", "truecase", "ensemble", "rerank", "rerank_weight", "rerank_weights", "plot_attention",
             "attention_layer", "attention_head", "coverage_penalty", "quantize", "mode", "ctc_weight", "reverse_weight",
-            "token_prune", "chunk_ms", "left_chunks", "lm", "lm_weight", "lexicon", "stream", "vad", "timestamps")
+            "token_prune", "chunk_ms", "left_chunks", "lm", "lm_weight", "lexicon", "stream", "vad", "timestamps",
+            "report", "ref_tok", "lang")
 """Options of other models that a unified model refuses."""
 
 
@@ -90,3 +91,81 @@ def transcribe(args: argparse.Namespace) -> int:
     model, overrides = _load(args)
     args.tgt_lang = None
     return _speech(model, args, list(args.files), "transcribe", overrides)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``transduce evaluate --model UNIFIED``: --manifest alone = ASR (WER, CER); --manifest with --tgt-lang =
+    speech translation (the end-to-end model's report); --src/--ref [--tgt-lang] = text translation (BLEU, chrF,
+    tokenized-lowercased BLEU). Each with its decode time."""
+    import time
+
+    from transduce.data.text import read_lines
+
+    model, overrides = _load(args)
+    if args.manifest and (args.src or args.ref):
+        raise UsageError("--manifest (speech) and --src/--ref (text) do not go together")
+    if args.manifest and args.tgt_lang:
+        return _evaluate_st(model, args, overrides)
+    if args.manifest:
+        return _evaluate_asr(model, args, overrides)
+    if not (args.src and args.ref):
+        raise UsageError(f"{args.model}: text translation needs --src and --ref; speech needs --manifest")
+    from transduce.metrics.bleu import mmt_tokenize, sacre_scores, tokenized_bleu
+
+    lang = args.tgt_lang or model.offers.get(("text", "translate"), [""])[0]
+    model.prefix("translate", lang, "text")
+    src, refs = read_lines(args.src), read_lines(args.ref)
+    if len(src) != len(refs):
+        raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(refs)}")
+    started = time.perf_counter()
+    hyps = model.translate(src, lang, **overrides)
+    seconds = time.perf_counter() - started
+    _write(args, hyps)
+    print(json.dumps({**sacre_scores(hyps, refs),
+                      "bleu_tok_lc": tokenized_bleu(hyps, [mmt_tokenize(r, lang) for r in refs], lang),
+                      "tgt_lang": lang, "sentences": len(src), "beam": overrides.get("beam", model.config.decode.beam),
+                      "seconds": round(seconds, 2), "sentences_per_second": round(len(src) / seconds, 1)}, indent=2))
+    return 0
+
+
+def _write(args: argparse.Namespace, hyps: list[str]) -> None:
+    if getattr(args, "output", None):
+        Path(args.output).write_text("".join(f"{h}\n" for h in hyps), encoding="utf-8")
+
+
+def _evaluate_st(model: Any, args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    """Speech translation of the manifest into --tgt-lang, reported as the end-to-end speech translation model."""
+    import time
+
+    from transduce.cli.st import _report
+    from transduce.data.speech_translation import read_st_manifest
+
+    model.prefix("translate", args.tgt_lang, "speech")
+    utts = read_st_manifest(args.manifest, [args.tgt_lang], check_audio=True)
+    started = time.perf_counter()
+    hyps = model.translate_audio([u.utt.audio for u in utts], args.tgt_lang, **overrides)
+    _report(args, hyps, utts, args.tgt_lang, time.perf_counter() - started,
+            beam=overrides.get("beam", model.config.decode.beam))
+    return 0
+
+
+def _evaluate_asr(model: Any, args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    """Transcripts of the manifest: corpus WER and CER (percent) against its "text", and the real-time factor."""
+    import time
+
+    from transduce.data.manifest import read_manifest
+    from transduce.metrics.wer import cer, wer
+
+    model.prefix("transcribe", None, "speech")
+    utts = read_manifest(args.manifest, check_audio=True)
+    started = time.perf_counter()
+    hyps = model.transcribe([u.audio for u in utts], **overrides)
+    seconds = time.perf_counter() - started
+    _write(args, hyps)
+    refs = [u.text for u in utts]
+    audio = sum(u.duration for u in utts)
+    result = {"wer": round(wer(hyps, refs), 2), "cer": round(cer(hyps, refs), 2), "utterances": len(utts),
+              "beam": overrides.get("beam", model.config.decode.beam), "seconds": round(seconds, 2),
+              "rtf": round(seconds / audio, 4)}
+    print(json.dumps(result) if getattr(args, "json", False) else json.dumps(result, indent=2))
+    return 0
