@@ -8,6 +8,7 @@ losses and scores; adapter-only training; component-wise initialization from sin
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -128,8 +129,8 @@ class UnifiedTask:
         self.tags = Tags(len(self.tok), model_languages(cfg))
         self.fbank = fbank_config(data)
         self.cmvn = self._cmvn(train.speech) if train.speech else None
-        self.train = self._examples(train, 0)
-        self.valid = self._examples(valid, data.valid_limit)
+        self.train = self._examples(train, 0, data.max_duration)
+        self.valid = self._examples(valid, data.valid_limit, math.inf)
         if not self.train:
             raise no_examples(data)
         sizes = [sum(e.task == t for e in self.train) for t in range(len(data.tasks))]
@@ -145,10 +146,12 @@ class UnifiedTask:
         path.write_text(json.dumps(stats.to_dict()))
         return stats
 
-    def _examples(self, sources: Any, per_task: int) -> list[Example]:
-        """Speech examples first (the collator's speech part), then text ones."""
+    def _examples(self, sources: Any, per_task: int, max_duration: float) -> list[Example]:
+        """Speech examples first (the collator's speech part), then text ones; speech longer than
+        ``max_duration`` seconds left out."""
         limit = self.cfg.model.max_positions - 2
         speech = speech_examples(self.cfg.data, sources.speech, self.tok, self.tags, limit=limit, per_task=per_task,
+                                 max_duration=max_duration,
                                  frames=lambda u: utterance_frames([u], self.fbank)[0],
                                  subsampling=self.cfg.model.subsampling)
         return speech + text_examples(self.cfg.data, sources.text, self.tok, self.tags, limit=limit,

@@ -8,6 +8,7 @@ text translation example per pair and language (``{prefix}.{src_lang}`` with ``{
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,10 +140,10 @@ def tokenizer(data: UnifiedDataConfig, run_dir: Path, sources: Sources, given: s
 
 
 def speech_examples(data: UnifiedDataConfig, utts: list[STUtterance], tok: Tokenizer, tags: Tags, *,
-                    frames: Callable[[Utterance], int], subsampling: int, limit: int, per_task: int = 0
-                    ) -> list[Example]:
+                    frames: Callable[[Utterance], int], subsampling: int, limit: int, per_task: int = 0,
+                    max_duration: float = math.inf) -> list[Example]:
     """ASR examples, then speech translation examples grouped by language; too long ones left out (``limit``
-    target pieces, data.max_duration seconds); ``per_task`` keeps the first ones of each (task, language)."""
+    target pieces, ``max_duration`` seconds); ``per_task`` keeps the first ones of each (task, language)."""
     transcripts = tok.encode([u.utt.text for u in utts])
     jobs = [("asr", data.src_lang, "transcribe")] if "asr" in data.tasks else []
     jobs += [("st", lang, "translate") for lang in data.langs] if "st" in data.tasks else []
@@ -151,7 +152,7 @@ def speech_examples(data: UnifiedDataConfig, utts: list[STUtterance], tok: Token
         texts = [u.utt.text if job == "asr" else u.translation[lang] for u in utts]
         kept = 0
         for u, text, target, transcript in zip(utts, texts, tok.encode(texts), transcripts, strict=True):
-            if u.utt.duration > data.max_duration or not 0 < len(target) <= limit or (per_task and kept == per_task):
+            if u.utt.duration > max_duration or not 0 < len(target) <= limit or (per_task and kept == per_task):
                 continue
             cost = max(frames(u.utt) // subsampling, len(target) + 2)
             out.append(Example(data.tasks.index(job), u.utt, [], transcript, tuple(tags.prefix(tag, lang)), target,
