@@ -233,3 +233,15 @@ def test_without_leaves_task_languages_out_but_keeps_their_tags(trained: Path, t
     assert jobs == {("asr", "en"), ("st", "fr"), ("mt", "de")}
     assert task.tags.langs == ("en", "de", "fr")
 
+
+
+def test_the_loss_runs_under_bf16_autocast(trained: Path, tmp_path: Path) -> None:
+    """CTC head and adapters in bf16: the loss is the fp32 loss to bf16 precision."""
+    cfg = load_recipe(RECIPE, recipe(trained, "model.ctc_weight=0.3"))
+    task = UnifiedTask(cfg, tmp_path, quiet)
+    model = task.build_model().eval()
+    batch = task.collator(False)([0, 1, len(task.valid) - 1])  # speech and text
+    with torch.no_grad():
+        full, _ = task.loss_module(model, nullcontext())(*batch.inputs())
+        half, _ = task.loss_module(model, torch.autocast("cpu", dtype=torch.bfloat16))(*batch.inputs())
+    assert half.dtype == torch.float32 and torch.allclose(half, full, rtol=0.05)

@@ -62,8 +62,9 @@ class UnifiedLoss(nn.Module):
                                                        tgt_out[rows], epsilon=self.label_smoothing, ignore_index=PAD)
                 w = self.ctc_weight if modality == "speech" else 0.0
                 if w:
-                    ctc = ctc_loss(self.model.ctc_log_probs(hidden[rows]), lens[rows], transcripts[rows],
-                                   transcript_lens[rows])
+                    with self.autocast:  # the head in the encoder's precision; log-probs come out fp32
+                        log_probs = self.model.ctc_log_probs(hidden[rows])  # (B_t, N, W)
+                    ctc = ctc_loss(log_probs, lens[rows], transcripts[rows], transcript_lens[rows])
                     ce = w * ctc + (1 - w) * ce
                 before = out.get(task, (ce.new_zeros(()), nll.new_zeros(())))
                 out[task] = (before[0] + ce, before[1] + nll.detach())
