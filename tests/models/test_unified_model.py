@@ -12,7 +12,6 @@ from testkit import stepwise
 from transduce.data.tokenizer import EOS, PAD
 from transduce.data.unified_batching import Example, _decoder_side
 from transduce.decoding.prefix import prefix_beam_search
-from transduce.decoding.tagged import tagged_beam_search
 from transduce.models.unified import TASK_TAGS, Tags, UnifiedModel, build_unified, trainable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,17 +61,6 @@ def test_cached_steps_equal_the_full_forward(modality: str) -> None:
     reorder = torch.tensor([2, 0, 0])
     moved, _ = stepwise(Bound(), x, lens, tgt, reorder)
     assert torch.allclose(moved[:, 2:], full[reorder, 2:], atol=1e-5)
-
-
-def test_a_one_token_prefix_search_is_the_tagged_search() -> None:
-    m = model().eval()
-    x, lens = inputs()["speech"]
-    memory, memory_lens = m.encode(x, lens, modality="speech")
-    tags, forbidden, limits = torch.tensor([W + 2, W + 3, W + 4]), Tags(W, LANGS).ids(), torch.tensor([6, 6, 6])
-    ours = prefix_beam_search(m, memory, memory_lens, tags[:, None], forbidden, limits, beam=3, nbest=2)
-    theirs = tagged_beam_search(m, memory, memory_lens, tags, forbidden, limits, beam=3, nbest=2)
-    assert [[(h.tokens, round(h.score, 5)) for h in row] for row in ours] == [
-        [(h.tokens, round(h.score, 5)) for h in row] for row in theirs]
 
 
 def test_a_two_tag_search_scores_its_output_as_the_forced_forward() -> None:

@@ -1,6 +1,6 @@
 """Beam search whose decoder starts from a forced prefix of tags per sentence (the unified model's
-``<translate> <de>``) instead of BOS, and never emits a tag. ``decoding/tagged.py`` is the one-tag case; the loop
-is ``beam_loop``.
+``<translate> <de>``) instead of BOS, and never emits a tag. ``decoding/tagged.py`` is the one-tag case (the
+speech translation models); the loop is ``beam_loop``.
 
 Dimension letters: B sentences, P prefix length, K beam size, N = B * K rows, V vocabulary, S memory length,
 D memory size, L never-emitted ids.

@@ -159,7 +159,9 @@ class STLoss(nn.Module):
         w = self.ctc_weight
         if w == 0.0:
             return ce, nll.detach()
-        ctc = ctc_loss(self.model.ctc_log_probs(hidden), out_lens, transcripts, transcript_lens)
+        with self.autocast:  # the head's weights are fp32; under bf16/fp16 autocast ``hidden`` is not
+            log_probs = self.model.ctc_log_probs(hidden)
+        ctc = ctc_loss(log_probs.float(), out_lens, transcripts, transcript_lens)
         return w * ctc + (1 - w) * ce, nll.detach()
 
 
