@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides: object) -> UnifiedModelConfig:
-    return UnifiedModelConfig(input_dim=40, dim=32, heads=2, layers=2, ffn_dim=64, kernel_size=5, subsampling=4,
+    overrides = {"inputs": ("speech", "text", "image"), **overrides}
+    return UnifiedModelConfig(input_dim=40, image_height=16, image_dim=20, dim=32, heads=2, layers=2, ffn_dim=64, kernel_size=5, subsampling=4,
                               subsampling_channels=8, speech_dim=24, text_dim=16, adapter_layers=1,
                               adapter_bottleneck=8, dropout=0.0, decoder_layers=2, **overrides)  # type: ignore[arg-type]
 
@@ -24,7 +25,8 @@ def tiny(**overrides: object) -> UnifiedModelConfig:
 def inputs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     return {"speech": (torch.randn(3, 70, 40, generator=g), torch.tensor([70, 41, 23])),
-            "text": (torch.randint(4, 30, (3, 9), generator=g), torch.tensor([9, 5, 2]))}
+            "text": (torch.randint(4, 30, (3, 9), generator=g), torch.tensor([9, 5, 2])),
+            "image": (torch.rand(3, 50, 16, generator=g), torch.tensor([50, 33, 4]))}  # 4 < receptive field
 
 
 def test_zscore_equals_batch_norm_over_the_real_frames() -> None:
@@ -56,11 +58,11 @@ def test_shared_layers_see_one_width_and_dtype_from_every_modality() -> None:
         h, _ = model.modality(name).encode(x, lens)
         assert h.size(-1) == 32, name
         model.encode(x, lens, modality=name)
-    assert seen == [(32, torch.float32), (32, torch.float32)]
+    assert seen == [(32, torch.float32)] * 3
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for name, (x, lens) in inputs().items():
             model.encode(x, lens, modality=name)
-    assert seen[2][1] == seen[3][1] == torch.bfloat16
+    assert [dtype for _, dtype in seen[3:]] == [torch.bfloat16] * 3
 
 
 def test_each_modality_is_padding_invariant() -> None:
@@ -80,7 +82,7 @@ def test_training_statistics_ignore_padding() -> None:
     """In training the adapters normalize with the batch's real frames: more padding changes nothing."""
     model = build_unified(tiny(), 30, 2).train()
     for name, (x, lens) in inputs().items():
-        longer = F.pad(x, (0, 0, 0, 7)) if name == "speech" else F.pad(x, (0, 5))
+        longer = F.pad(x, (0, 5)) if name == "text" else F.pad(x, (0, 0, 0, 7))
         a, _ = model.modality(name).encode(x, lens)
         b, _ = model.modality(name).encode(longer, lens)
         assert torch.allclose(a, b[:, : a.size(1)], atol=1e-5), name
@@ -89,9 +91,10 @@ def test_training_statistics_ignore_padding() -> None:
 def test_statistics_are_stored_with_the_model() -> None:
     model = build_unified(tiny(), 30, 2)
     names = set(model.state_dict())
-    for name in ("speech", "text"):
+    for name in ("speech", "text", "image"):
         assert {f"modalities.{name}.adapter.norm.mean", f"modalities.{name}.adapter.norm.var"} <= names
     assert "modalities.speech.front.normalizer.mean" in names  # the global CMVN of the features
+    assert {"modalities.image.front.frontend.mean", "modalities.image.front.frontend.std"} <= names  # pixel stats
 
 
 def test_front_end_lengths() -> None:
@@ -101,6 +104,10 @@ def test_front_end_lengths() -> None:
     assert out.tolist() == [conv_lengths(int(n), [(3, 2), (3, 2)]) for n in lens] and h.shape[1:] == (16, 24)
     t, same = model.modality("text").front(tokens, token_lens)
     assert same.tolist() == token_lens.tolist() and t.shape == (3, 9, 16)
+    images, widths = inputs()["image"]
+    i, columns = model.modality("image").front(images, widths)
+    assert columns.tolist() == [max(conv_lengths(int(n), [(3, 2), (3, 2), (3, 1)]), 0) for n in widths]
+    assert i.shape[2] == 20 and columns[2] == 0 and (i[2] == 0).all()
 
 
 def test_config_errors_name_the_field() -> None:
@@ -110,3 +117,5 @@ def test_config_errors_name_the_field() -> None:
         build_unified(tiny(train_only=("decoder",)), 30, 2)
     with pytest.raises(ValueError, match="input 'text': this model takes speech"):
         build_unified(tiny(inputs=("speech",)), 30, 2).encode(*inputs()["text"], modality="text")
+    with pytest.raises(ValueError, match="model.image_subsampling: one of"):
+        build_unified(tiny(image_subsampling=6), 30, 2)

@@ -1,10 +1,12 @@
 """Modality front ends and adapters of the unified model (``models/unified.py``): each input modality is a
-front end (speech: global CMVN + convolutional subsampling; text: embeddings) followed by a ``ModalityAdapter``
+front end (speech: global CMVN + convolutional subsampling; text: embeddings; image: the pixel-column convolutions
+of ``nn/image_frontend.py``) followed by a ``ModalityAdapter``
 (projection into the shared width, optional bottleneck adapter layers, its own ``ZScore`` normalization), so that
 every modality reaches the shared encoder layers at one width, dtype and scale.
 
-Dimension letters: B batch, T feature frames, F mel bins, T' frames after subsampling, S text tokens, C a front
-end's width, D the shared width, H the bottleneck width.
+Dimension letters: B batch, T feature frames, F mel bins, T' frames after subsampling, S text tokens, W image
+columns (pixels), P image rows (the fixed height), W' columns after the front end, C a front end's width, D the
+shared width, H the bottleneck width.
 
 Adding a modality (e.g. images): a front-end module with ``forward(x, x_lens) -> (B, N, C), (B,)``, a builder
 function ``(cfg, vocab) -> Modality`` and one entry in ``MODALITIES``; the recipe then names it in
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from transduce.data.cmvn import GlobalCMVN
 from transduce.data.tokenizer import PAD
+from transduce.nn.image_frontend import ImageFrontend
 from transduce.nn.masks import padding_mask
 from transduce.nn.subsampling import Conv2dSubsampling
 from transduce.nn.zscore import ZScore
@@ -55,6 +58,22 @@ class TextFrontEnd(nn.Module):
 
     def forward(self, tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor]:
         return self.embedding(tokens) * self.scale, token_lens
+
+
+class ImageFrontEnd(nn.Module):
+    """Pixel columns (B, W, P) in [0, 1], right-padded -> ``ImageFrontend`` (pixel statistics stored with the model,
+    convolutions) -> (B, W', C), zero past each length; images narrower than its receptive field are padded to it
+    (their length is 0, masked everywhere)."""
+
+    def __init__(self, frontend: ImageFrontend) -> None:
+        super().__init__()
+        self.frontend = frontend
+
+    def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        short = self.frontend.receptive_field - images.size(1)
+        if short > 0:
+            images = F.pad(images, (0, 0, 0, short))  # (B, receptive field, P)
+        return self.frontend.encode(images, widths)
 
 
 class BottleneckLayer(nn.Module):
@@ -119,5 +138,15 @@ def build_text(cfg: UnifiedModelConfig, vocab: int) -> Modality:
     return Modality(TextFrontEnd(embedding), build_adapter(cfg, width))
 
 
-MODALITIES: dict[str, Callable[[UnifiedModelConfig, int], Modality]] = {"speech": build_speech, "text": build_text}
+def build_image(cfg: UnifiedModelConfig, vocab: int) -> Modality:
+    """Images: text lines at ``image_height`` pixels, the width reduced ``image_subsampling`` times, to ``image_dim``
+    (pixel statistics default to mean 0.5, std 0.25 until the task sets the training images' ones)."""
+    width = cfg.image_dim or cfg.dim
+    front = ImageFrontend(cfg.image_height, width, factor=cfg.image_subsampling,
+                          channels=cfg.subsampling_channels or width)
+    return Modality(ImageFrontEnd(front), build_adapter(cfg, width))
+
+
+MODALITIES: dict[str, Callable[[UnifiedModelConfig, int], Modality]] = {"speech": build_speech, "text": build_text,
+                                                                        "image": build_image}
 """Input modality -> builder ``(model config, vocabulary) -> Modality``; ``model.inputs`` names its keys."""

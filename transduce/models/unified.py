@@ -25,6 +25,7 @@ from transduce.data.tokenizer import PAD
 from transduce.models.adapters import MODALITIES, Modality
 from transduce.models.transformer import TransformerConfig, TransformerDecoder, build_decoder
 from transduce.nn.conformer import ConformerBlock, relative_positions, sinusoids
+from transduce.nn.image_frontend import WIDTH_LAYOUTS
 from transduce.nn.masks import encoder_masks
 from transduce.nn.state import DecoderState
 from transduce.nn.transformer import EncoderLayer
@@ -66,6 +67,12 @@ class UnifiedModelConfig:
     """Speech front end's output width (0 = dim)."""
     text_dim: int = 0
     """Text embedding width (0 = dim)."""
+    image_height: int = 32
+    """Image: text-line height in pixels the images are scaled to (the manifests' height, >= 8)."""
+    image_subsampling: int = 4
+    """Image: width reduction of its convolutions (4 or 8)."""
+    image_dim: int = 0
+    """Image front end's output width (0 = dim)."""
     adapter_layers: int = 0
     """Bottleneck adapter layers after each modality's projection."""
     adapter_bottleneck: int = 64
@@ -193,6 +200,9 @@ def check_config(cfg: UnifiedModelConfig) -> None:
     if cfg.layers < 0 or cfg.decoder_layers < 1:
         raise ValueError(f"model.decoder_layers: need >= 1 decoder and >= 0 encoder layers, got "
                          f"{cfg.decoder_layers}, {cfg.layers}")
+    if "image" in cfg.inputs and (cfg.image_subsampling not in WIDTH_LAYOUTS or cfg.image_height < 8):
+        raise ValueError(f"model.image_subsampling: one of {sorted(WIDTH_LAYOUTS)} with model.image_height >= 8, got "
+                         f"{cfg.image_subsampling} and {cfg.image_height}")
     if cfg.kernel_size % 2 == 0:
         raise ValueError(f"model.kernel_size: must be odd, got {cfg.kernel_size}")
     if not 0.0 <= cfg.ctc_weight < 1.0:
