@@ -1,6 +1,7 @@
 """Python API of the unified model (task ``unified``): one model folder that transcribes speech, translates speech
-and translates text, as its config declares (``Unified.load(DIR).translate(["A dog."], tgt_lang="fr")``,
-``.translate_audio(["a.wav"], tgt_lang="de")``, ``.transcribe(["a.wav"])``).
+and translates text (and reads or translates text-line images), as its config declares
+(``Unified.load(DIR).translate(["A dog."], tgt_lang="fr")``, ``.translate_audio(["a.wav"], tgt_lang="de")``,
+``.transcribe(["a.wav"])``, ``.search(["line.png"], modality="image", task="transcribe")``).
 
 Inputs go through their modality's front end and adapter, the shared encoder, then a beam search of the decoder
 forced to start with the tags of the task and language (``decoding/prefix.py``).
@@ -19,6 +20,7 @@ from transduce.config import RunConfig, fbank_config
 from transduce.data.audio import load_audio
 from transduce.data.batching import pad
 from transduce.data.features import Fbank
+from transduce.data.images import load_line_image
 from transduce.data.speech_batching import pad_features
 from transduce.data.tokenizer import EOS, PAD, Tokenizer
 from transduce.decoding.hypothesis import Hypothesis, max_lengths
@@ -28,7 +30,8 @@ from transduce.models.unified import Tags, UnifiedModel
 
 TOKENIZER = "spm.model"
 """The one SentencePiece model of every language (inputs and outputs)."""
-JOBS = {"asr": ("speech", "transcribe"), "st": ("speech", "translate"), "mt": ("text", "translate")}
+JOBS = {"asr": ("speech", "transcribe"), "st": ("speech", "translate"), "mt": ("text", "translate"),
+        "ocr": ("image", "transcribe"), "imt": ("image", "translate")}
 """A training task (data.tasks) -> (its input modality, its task tag)."""
 
 Audio = str | Path | Tensor
@@ -46,7 +49,7 @@ class UnifiedDecodeConfig:
     len_penalty_style: str = "fairseq"
     """fairseq (score / len^alpha) or gnmt (score / ((5+len)/6)^alpha)."""
     max_len_a: float = 0.5
-    """Speech: max output length = a * encoder frames + b."""
+    """Speech and images: max output length = a * encoder frames + b."""
     text_max_len_a: float = 1.5
     """Text: max output length = a * source pieces + b."""
     max_len_b: int = 10
@@ -71,7 +74,7 @@ class Unified:
         """(input modality, task tag) -> the languages it produces, for each training task of the model."""
         for job in self.jobs:
             modality, tag = JOBS[job]
-            langs = [config.data.src_lang] if JOBS[job] == JOBS["asr"] else list(config.data.langs)
+            langs = [config.data.src_lang] if tag == "transcribe" else list(config.data.langs)
             self.offers[(modality, tag)] = list(dict.fromkeys([*self.offers.get((modality, tag), []), *langs]))
         self.fbank = Fbank(fbank_config(config.data))
         self.sample_rate = config.data.sample_rate
@@ -111,8 +114,7 @@ class Unified:
         ``overrides`` are UnifiedDecodeConfig fields."""
         cfg: UnifiedDecodeConfig = replace(self.config.decode, **overrides)  # type: ignore[arg-type]
         prefix = self.prefix(task, tgt_lang, modality)
-        items = [self.features(a) for a in inputs] if modality == "speech" else [  # type: ignore[arg-type]
-            [*ids, EOS] for ids in self.tokenizer.encode(list(inputs))]  # type: ignore[arg-type]
+        items = self._items(inputs, modality)
         order = sorted(range(len(items)), key=lambda i: len(items[i]))  # similar lengths together
         results: list[list[Hypothesis]] = [[] for _ in items]
         for start in range(0, len(order), max(cfg.batch_size, 1)):
@@ -122,14 +124,24 @@ class Unified:
                 results[i] = nbest
         return results
 
+    def _items(self, inputs: Sequence[Audio] | Sequence[str], modality: str) -> list:
+        """Speech: (T, F) features; image: (W, P) pixel columns of files (a bad one an ImageError naming it) or
+        tensors; text: piece ids + EOS."""
+        if modality == "speech":
+            return [self.features(a) for a in inputs]
+        if modality == "image":
+            height = self.config.model.image_height
+            return [x if isinstance(x, Tensor) else load_line_image(x, height) for x in inputs]
+        return [[*ids, EOS] for ids in self.tokenizer.encode(list(inputs))]  # type: ignore[arg-type]
+
     def _search_batch(self, items: list, modality: str, prefix: list[int], cfg: UnifiedDecodeConfig
                       ) -> list[list[Hypothesis]]:
-        if modality == "speech":
+        if modality != "text":
             x, lens = pad_features(items)
         else:
             x, lens = pad(items, PAD), torch.tensor([len(i) for i in items])
         memory, memory_lens = self.model.encode(x.to(self.device), lens.to(self.device), modality=modality)
-        a = cfg.max_len_a if modality == "speech" else cfg.text_max_len_a
+        a = cfg.text_max_len_a if modality == "text" else cfg.max_len_a
         prefixes = torch.tensor([prefix] * len(items), device=self.device)  # (B, 2)
         return prefix_beam_search(self.model, memory, memory_lens, prefixes, self.tags.ids().to(self.device),
                                   max_lengths(memory_lens, a, cfg.max_len_b), beam=max(cfg.beam, cfg.nbest),

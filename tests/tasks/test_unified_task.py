@@ -97,7 +97,7 @@ def test_evaluate_scores_each_task_against_its_references(trained: Path, capsys)
     (["translate", "--task", "transcribe", "a b"], "--task transcribe: from text this model does translate"),
     (["transcribe", "{wav}"], "--task transcribe: from speech this model does translate"),
     (["translate", "--ensemble", "x", "a b"], "is a unified model; leave out --ensemble"),
-    (["translate", "--input", "x.txt", "{wav}"], "--input holds text; give audio as arguments or --manifest"),
+    (["translate", "--input", "x.txt", "{wav}"], "--input holds text; give audio or images as arguments or --manifest"),
     (["evaluate", "--manifest", "{man}"], "--task transcribe: from speech this model does translate"),
     (["evaluate", "--src", "{wav}"], "text translation needs --src and --ref; speech needs --manifest"),
 ])
@@ -147,7 +147,9 @@ def test_task_sampling() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["data.tasks=[asr,ocr]"], "data.tasks: name each of asr, st, mt at most once"),
+    (["data.tasks=[asr,video]"], "data.tasks: name each of asr, st, mt, ocr, imt at most once"),
+    (["data.tasks=[asr,ocr]"], "model.inputs: task ocr needs image input"),
+    (["data.tasks=[asr,ocr]", "model.inputs=[speech,image]"], "data.image_dir: the ocr and imt tasks need"),
     (["data.text_dir=''"], "data.text_dir: the mt task needs a parallel text folder"),
     (["data.loss_weights=[1.0]"], "data.loss_weights: one weight >= 0 per task"),
     (["model.inputs=[speech]"], "model.inputs: task mt needs text input"),

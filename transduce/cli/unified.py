@@ -1,7 +1,7 @@
 """``transduce translate`` and ``transduce transcribe`` with a unified model as ``--model`` (``Unified``): text
-from arguments, --input files or stdin (one translation per line), audio files or a --manifest (``FILE<TAB>TEXT``
-or ``{"id", "text"}`` JSON lines). ``--task`` and ``--tgt-lang`` pick the tags; what the model does not do is a
-one-line error before any input is read."""
+from arguments, --input files or stdin (one translation per line), audio or text-line image files or a --manifest
+(``FILE<TAB>TEXT`` or ``{"id", "text"}`` JSON lines). ``--task`` and ``--tgt-lang`` pick the tags; what the model
+does not do is a one-line error before any input is read."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 from transduce.errors import UsageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+"""Arguments ending so are images (a missing or bad file is a one-line error naming it, not text to translate)."""
 CLASHING = ("asr", "truecase", "ensemble", "rerank", "rerank_weight", "rerank_weights", "plot_attention",
             "attention_layer", "attention_head", "coverage_penalty", "quantize", "mode", "ctc_weight", "reverse_weight",
             "token_prune", "chunk_ms", "left_chunks", "lm", "lm_weight", "lexicon", "stream", "vad", "timestamps",
@@ -51,16 +53,21 @@ def _is_audio(path: str) -> bool:
     return Path(path).suffix.lower() in AUDIO_SUFFIXES and Path(path).is_file()
 
 
+def _is_image(path: str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def _speech(model: Any, args: argparse.Namespace, files: list[str], task: str, overrides: dict[str, object]) -> int:
-    """Audio files or the --manifest's utterances -> one output each."""
+    """Audio or image files, or the --manifest's utterances -> one output each."""
     from transduce.data.manifest import read_manifest
 
-    model.prefix(task, args.tgt_lang, "speech")  # what the model does not do fails before any audio is read
+    modality = "image" if files and all(_is_image(f) for f in files) else "speech"
+    model.prefix(task, args.tgt_lang, modality)  # what the model does not do fails before any input is read
     if bool(files) == bool(args.manifest):
         raise UsageError(f"{args.model}: give audio files or --manifest (one of the two)")
     utts = read_manifest(args.manifest, check_audio=True) if args.manifest else []
     audio = [u.audio for u in utts] if utts else files
-    rows = model.search(audio, modality="speech", task=task, tgt_lang=args.tgt_lang, **overrides)
+    rows = model.search(audio, modality=modality, task=task, tgt_lang=args.tgt_lang, **overrides)
     texts = model.tokenizer.decode([row[0].tokens if row else [] for row in rows])
     for i, text in enumerate(texts):
         print(json.dumps({"id": utts[i].id, "text": text}, ensure_ascii=False) if utts else f"{files[i]}\t{text}")
@@ -74,9 +81,9 @@ def translate(args: argparse.Namespace) -> int:
 
     model, overrides = _load(args)
     task = args.task or "translate"
-    if args.manifest or (args.sentences and all(_is_audio(p) for p in args.sentences)):
+    if args.manifest or (args.sentences and all(_is_audio(p) or _is_image(p) for p in args.sentences)):
         if args.input:
-            raise UsageError(f"{args.model}: --input holds text; give audio as arguments or --manifest")
+            raise UsageError(f"{args.model}: --input holds text; give audio or images as arguments or --manifest")
         return _speech(model, args, list(args.sentences), task, overrides)
     model.prefix(task, args.tgt_lang, "text")
     lines, _ = _input_lines(args)
@@ -87,7 +94,7 @@ def translate(args: argparse.Namespace) -> int:
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    """``transduce transcribe --model UNIFIED``: audio files or --manifest -> transcripts."""
+    """``transduce transcribe --model UNIFIED``: audio or image files or --manifest -> transcripts."""
     model, overrides = _load(args)
     args.tgt_lang = None
     return _speech(model, args, list(args.files), "transcribe", overrides)

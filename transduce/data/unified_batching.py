@@ -1,9 +1,10 @@
 """Multi-task batches of the unified model: examples of several tasks (ASR, speech translation, text translation),
 drawn per epoch by task sampling probabilities, cut into batches by padded encoder positions, each batch holding
-a speech part and a text part (either may be empty) with every example's own tag prefix.
+a speech part, an image part and a text part (any may be empty) with every example's own tag prefix.
 
-Dimension letters: B examples, Bs speech examples, Bt text examples, T feature frames, F mel bins, U transcript
-pieces, S source pieces (+ EOS), Y target pieces + 2 tags (decoder input) or + EOS (output).
+Dimension letters: B examples, Bs speech examples, Bi image examples, Bt text examples, T feature frames, F mel
+bins, W image columns, P image rows, U transcript pieces, S source pieces (+ EOS), Y target pieces + 2 tags
+(decoder input) or + EOS (output).
 
 Everything depends only on (examples, probabilities, budget, seed, epoch) and each speech part's augmentation on
 (seed, epoch, its indices), as speech batches: runs are reproducible and resumable.
@@ -20,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from transduce.data.batching import ignore_stop_signals, pad
+from transduce.data.images import ImageCollator, ImageLine
 from transduce.data.manifest import Utterance
 from transduce.data.speech_batching import SpeechCollator
 from transduce.data.tokenizer import EOS, PAD
@@ -46,13 +48,23 @@ class Example:
     text: str
     """The target sentence (dev reference)."""
     cost: int
-    """Encoder positions (speech: frames / subsampling; text: pieces + EOS), or the target's length if longer."""
+    """Encoder positions (speech: frames / subsampling; image: columns / subsampling; text: pieces + EOS), or the
+    target's length if longer."""
+    image: ImageLine | None = None
+    """The text-line image (image examples), else None."""
+
+    @property
+    def part(self) -> int:
+        """Which part of a batch it goes to: 0 text, 1 speech, 2 image."""
+        return 1 if self.utt is not None else 2 if self.image is not None else 0
 
 
 @dataclass
 class UnifiedBatch:
     """The speech part: feats (Bs, T, F) raw log-mel, transcripts (Bs, U), speech_in/out (Bs, Y), speech_task (Bs,);
-    the text part: src (Bt, S), text_in/out (Bt, Y), text_task (Bt,); all PAD-padded; indices (B,)."""
+    the text part: src (Bt, S), text_in/out (Bt, Y), text_task (Bt,); the image part: images (Bi, W, P) pixel
+    columns, image_in/out (Bi, Y), image_task (Bi,); all PAD-padded; indices (B,) in that order (speech, text,
+    image)."""
 
     feats: Tensor
     feat_lens: Tensor
@@ -66,17 +78,23 @@ class UnifiedBatch:
     text_in: Tensor
     text_out: Tensor
     text_task: Tensor
+    images: Tensor
+    image_lens: Tensor
+    image_in: Tensor
+    image_out: Tensor
+    image_task: Tensor
     indices: Tensor
 
     @property
     def num_tokens(self) -> int:
         """Target tokens the decoder predicts (EOS included, tags not): the loss normalizer."""
-        return int((self.speech_out != PAD).sum() + (self.text_out != PAD).sum())
+        return int((self.speech_out != PAD).sum() + (self.text_out != PAD).sum() + (self.image_out != PAD).sum())
 
     def inputs(self) -> tuple[Tensor, ...]:
         """Arguments of the training loss module (``UnifiedLoss``)."""
         return (self.feats, self.feat_lens, self.transcripts, self.transcript_lens, self.speech_in, self.speech_out,
-                self.speech_task, self.src, self.src_lens, self.text_in, self.text_out, self.text_task)
+                self.speech_task, self.src, self.src_lens, self.text_in, self.text_out, self.text_task, self.images,
+                self.image_lens, self.image_in, self.image_out, self.image_task)
 
     def to(self, device: torch.device | str) -> UnifiedBatch:
         return UnifiedBatch(*(t.to(device, non_blocking=True) for t in (*self.inputs(), self.indices)))
@@ -96,15 +114,30 @@ def _decoder_side(examples: Sequence[Example]) -> tuple[Tensor, Tensor, Tensor]:
 
 class UnifiedCollator:
     """indices -> UnifiedBatch. Speech examples come first in ``examples`` (indices < ``speech.utts``'s length),
-    their audio collated by ``speech``. A plain object, so loader workers can pickle it."""
+    their audio collated by ``speech``, then image examples (the next ``images.utts``'s length), read by ``images``.
+    A plain object, so loader workers can pickle it."""
 
-    def __init__(self, examples: Sequence[Example], speech: SpeechCollator | None, mel_bins: int) -> None:
-        self.examples, self.speech, self.mel_bins = examples, speech, mel_bins
+    def __init__(self, examples: Sequence[Example], speech: SpeechCollator | None, mel_bins: int,
+                 images: ImageCollator | None = None) -> None:
+        self.examples, self.speech, self.mel_bins, self.images = examples, speech, mel_bins, images
         self.speech_count = 0 if speech is None else len(speech.utts)
+        self.text_start = self.speech_count + (0 if images is None else len(images.utts))
+
+    def _image_part(self, shown: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(images (Bi, W, P), widths, decoder input, output, tasks) of the image examples ``shown``."""
+        if shown:
+            assert self.images is not None
+            ib = self.images([i - self.speech_count for i in shown])
+            images, widths = ib.feats, ib.feat_lens
+        else:
+            height = 1 if self.images is None else self.images.height
+            images, widths = torch.zeros(0, 1, height), torch.zeros(0, dtype=torch.long)
+        return images, widths, *_decoder_side([self.examples[i] for i in shown])
 
     def __call__(self, indices: Sequence[int]) -> UnifiedBatch:
         spoken = [i for i in indices if i < self.speech_count]
-        written = [i for i in indices if i >= self.speech_count]
+        shown = [i for i in indices if self.speech_count <= i < self.text_start]
+        written = [i for i in indices if i >= self.text_start]
         if spoken:
             assert self.speech is not None
             sb = self.speech(spoken)
@@ -116,8 +149,8 @@ class UnifiedCollator:
         return UnifiedBatch(feats, feat_lens, transcripts, transcript_lens,
                             *_decoder_side([self.examples[i] for i in spoken]), _pad(sources),
                             torch.tensor([len(s) for s in sources], dtype=torch.long),
-                            *_decoder_side([self.examples[i] for i in written]),
-                            torch.as_tensor([*spoken, *written], dtype=torch.long))
+                            *_decoder_side([self.examples[i] for i in written]), *self._image_part(shown),
+                            torch.as_tensor([*spoken, *written, *shown], dtype=torch.long))
 
 
 def task_probabilities(sizes: Sequence[int], weights: Sequence[float], temperature: float) -> list[float]:
@@ -143,24 +176,26 @@ def sample_epoch(task_of: Sequence[int], probabilities: Sequence[float], *, seed
     return chosen
 
 
-def mixed_batches(chosen: Sequence[int], costs: Sequence[int], speech: Sequence[bool], *, max_tokens: int,
+def mixed_batches(chosen: Sequence[int], costs: Sequence[int], part: Sequence[int], *, max_tokens: int,
                   seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
-    """Bucket ``chosen`` by cost (ties broken at random) and cut into batches whose padded size (the speech
-    part's examples x its longest + the text part's alike) stays within ``max_tokens``; order shuffled."""
+    """Bucket ``chosen`` by cost (ties broken at random) and cut into batches whose padded size (each part's
+    examples x its longest, summed over the parts ``part`` names: 0 text, 1 speech (True), 2 image) stays within
+    ``max_tokens``; order shuffled."""
     rng = np.random.default_rng([seed, epoch])
     picked = np.asarray(chosen, dtype=np.int64)
     tiebreak = rng.permutation(len(picked)) if shuffle else np.arange(len(picked))
     order = picked[np.lexsort((tiebreak, np.asarray(costs)[picked]))] if len(picked) else picked
     batches: list[list[int]] = []
     current: list[int] = []
-    width, count = [0, 0], [0, 0]  # (text, speech) longest cost and examples
+    width, count = [0, 0, 0], [0, 0, 0]  # (text, speech, image) longest cost and examples
     for i in order.tolist():
-        part = int(speech[i])
-        grown = [max(width[0], costs[i]) if part == 0 else width[0], max(width[1], costs[i]) if part else width[1]]
-        counts = [count[0] + (part == 0), count[1] + part]
-        if current and grown[0] * counts[0] + grown[1] * counts[1] > max_tokens:
+        p = int(part[i])
+        grown, counts = list(width), list(count)
+        grown[p], counts[p] = max(width[p], costs[i]), count[p] + 1
+        if current and sum(w * n for w, n in zip(grown, counts, strict=True)) > max_tokens:
             batches.append(current)
-            current, grown, counts = [], [costs[i] * (part == 0), costs[i] * part], [int(part == 0), part]
+            current, grown, counts = [], [0, 0, 0], [0, 0, 0]
+            grown[p], counts[p] = costs[i], 1
         current.append(i)
         width, count = grown, counts
     if current:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -32,9 +33,10 @@ from transduce.data.unified_batching import (
     task_probabilities,
 )
 from transduce.errors import ConfigError
-from transduce.models.adapters import SpeechFrontEnd
+from transduce.models.adapters import ImageFrontEnd, SpeechFrontEnd
 from transduce.models.folder import ModelFolder
 from transduce.models.unified import Tags, UnifiedModel, UnifiedModelConfig, build_unified, tied_aliases, trainable
+from transduce.tasks.ocr import pixel_stats
 from transduce.tasks.speech import augment_config, estimate_cmvn
 from transduce.tasks.unified_data import (
     UnifiedDataConfig,
@@ -45,6 +47,7 @@ from transduce.tasks.unified_data import (
     text_examples,
     tokenizer,
 )
+from transduce.tasks.unified_images import image_collator, image_examples
 from transduce.tasks.unified_loss import UnifiedLoss, bits, dev_score, dev_scores, greedy
 from transduce.train.distributed import DistContext
 from transduce.unified import JOBS, TOKENIZER, Unified, UnifiedDecodeConfig, model_languages
@@ -87,7 +90,8 @@ class UnifiedKind:
         assert isinstance(model, UnifiedModel)
         total = sum(p.numel() for p in model.parameters())
         adapters = sum(p.numel() for name in m.inputs for p in model.modality(name).adapter.parameters())
-        jobs = ", ".join(f"{j} ({JOBS[j][0]} -> {d.src_lang if j == 'asr' else '/'.join(d.langs)})" for j in d.tasks)
+        jobs = ", ".join(f"{j} ({JOBS[j][0]} -> {d.src_lang if JOBS[j][1] == 'transcribe' else '/'.join(d.langs)})"
+                         for j in d.tasks)
         return [f"unified: inputs {', '.join(m.inputs)}; shared {m.encoder} encoder {m.layers} layers d={m.dim}, "
                 f"{m.decoder_layers}-layer decoder d={m.decoder_dim or m.dim}; {total / 1e6:.2f}M parameters "
                 f"({adapters / 1e6:.3f}M in adapters)",
@@ -99,7 +103,8 @@ class UnifiedKind:
 UNIFIED = UnifiedKind()
 
 
-def _build(cfg: RunConfig, tok: Tokenizer, cmvn: CMVNStats | None) -> UnifiedModel:
+def _build(cfg: RunConfig, tok: Tokenizer, cmvn: CMVNStats | None, pixels: tuple[float, float] | None = None
+           ) -> UnifiedModel:
     try:
         model = build_unified(cfg.model, len(tok), len(model_languages(cfg)))
     except ValueError as err:
@@ -108,11 +113,16 @@ def _build(cfg: RunConfig, tok: Tokenizer, cmvn: CMVNStats | None) -> UnifiedMod
         front = model.modality("speech").front
         assert isinstance(front, SpeechFrontEnd)
         front.normalizer.load_state_dict(GlobalCMVN.from_stats(cmvn).state_dict())
+    if pixels is not None and "image" in model.modalities:
+        image = model.modality("image").front
+        assert isinstance(image, ImageFrontEnd)
+        image.frontend.set_stats(*pixels)
     return model
 
 
 class UnifiedTask:
-    """A unified run's examples (speech first, then text), tokenizer, CMVN statistics, loss and dev evaluation."""
+    """A unified run's examples (speech first, then images, then text), tokenizer, CMVN and pixel statistics, loss
+    and dev evaluation."""
 
     data_keys: tuple[str, ...] = ("tokenizer", "vocab_size", "sample_rate", "num_mel_bins", "tasks", "src_lang",
                                   "langs")
@@ -129,6 +139,8 @@ class UnifiedTask:
         self.tags = Tags(len(self.tok), model_languages(cfg))
         self.fbank = fbank_config(data)
         self.cmvn = self._cmvn(train.speech) if train.speech else None
+        self.pixels = (pixel_stats(run_dir, train.images, SimpleNamespace(stats_images=data.stats_images,
+                                   height=cfg.model.image_height), log) if train.images else None)
         self.train = self._examples(train, 0, data.max_duration)
         self.valid = self._examples(valid, data.valid_limit, math.inf)
         if not self.train:
@@ -147,18 +159,20 @@ class UnifiedTask:
         return stats
 
     def _examples(self, sources: Any, per_task: int, max_duration: float) -> list[Example]:
-        """Speech examples first (the collator's speech part), then text ones; speech longer than
+        """Speech examples first (the collator's speech part), then image ones, then text ones; speech longer than
         ``max_duration`` seconds left out."""
         limit = self.cfg.model.max_positions - 2
         speech = speech_examples(self.cfg.data, sources.speech, self.tok, self.tags, limit=limit, per_task=per_task,
                                  max_duration=max_duration,
                                  frames=lambda u: utterance_frames([u], self.fbank)[0],
                                  subsampling=self.cfg.model.subsampling)
-        return speech + text_examples(self.cfg.data, sources.text, self.tok, self.tags, limit=limit,
-                                      per_task=per_task)
+        images = image_examples(self.cfg.data, sources.images, self.tok, self.tags, limit=limit, per_task=per_task,
+                                subsampling=self.cfg.model.image_subsampling)
+        return speech + images + text_examples(self.cfg.data, sources.text, self.tok, self.tags, limit=limit,
+                                               per_task=per_task)
 
     def build_model(self) -> UnifiedModel:
-        return _build(self.cfg, self.tok, self.cmvn)
+        return _build(self.cfg, self.tok, self.cmvn, self.pixels)
 
     def init_components(self, model: nn.Module) -> None:
         """model.init_encoder_from / init_decoder_from, then model.train_only (with the trained count logged)."""
@@ -181,8 +195,8 @@ class UnifiedTask:
         return UnifiedLoss(model, autocast, loss_weights=weights, ctc_weight=self.cfg.model.ctc_weight,  # type: ignore[arg-type]
                            label_smoothing=self.cfg.train.label_smoothing)
 
-    def _layout(self, examples: list[Example]) -> tuple[list[int], list[bool]]:
-        return [e.cost for e in examples], [e.utt is not None for e in examples]
+    def _layout(self, examples: list[Example]) -> tuple[list[int], list[int]]:
+        return [e.cost for e in examples], [e.part for e in examples]
 
     def batches(self, epoch: int) -> list[list[int]]:
         t = self.cfg.train
@@ -190,7 +204,7 @@ class UnifiedTask:
         return mixed_batches(chosen, *self._layout(self.train), max_tokens=t.max_tokens, seed=t.seed, epoch=epoch)
 
     def collator(self, train: bool, epoch: int = 0) -> UnifiedCollator:
-        """Training batches (speech augmented) or dev batches (plain)."""
+        """Training batches (speech augmented, images width-jittered) or dev batches (plain)."""
         examples = self.train if train else self.valid
         spoken = [e for e in examples if e.utt is not None]
         speech = None
@@ -199,7 +213,9 @@ class UnifiedTask:
             augment = augment_config(self.cfg.data) if train else None
             speech = SpeechCollator(utts, transcripts, fbank=self.fbank, augment=augment,  # type: ignore[arg-type]
                                     cmvn=self.cmvn if train else None, seed=self.cfg.train.seed, epoch=epoch)
-        return UnifiedCollator(examples, speech, self.cfg.data.num_mel_bins)
+        images = image_collator(examples, self.cfg.model.image_height, jitter=self.cfg.data.width_jitter if train
+                                else 0.0, seed=self.cfg.train.seed, epoch=epoch)
+        return UnifiedCollator(examples, speech, self.cfg.data.num_mel_bins, images)
 
     def iterate(self, batches: list[list[int]], *, epoch: int, start: int) -> Iterator[UnifiedBatch]:
         return iterate_unified(batches, self.collator(True, epoch), start=start, num_workers=self.cfg.data.num_workers)
@@ -224,9 +240,10 @@ class UnifiedTask:
             batch = batch.to(device)
             for t, (_, nll) in loss.per_task(*batch.inputs()).items():
                 sums[2 * t] += float(nll)
-            for t in range(len(jobs)):
-                sums[2 * t + 1] += float(((batch.speech_out != 0) & (batch.speech_task[:, None] == t)).sum()
-                                         + ((batch.text_out != 0) & (batch.text_task[:, None] == t)).sum())
+            for out, tasks in ((batch.speech_out, batch.speech_task), (batch.text_out, batch.text_task),
+                               (batch.image_out, batch.image_task)):
+                for t in range(len(jobs)):
+                    sums[2 * t + 1] += float(((out != 0) & (tasks[:, None] == t)).sum())
             if self.cfg.train.eval_bleu:
                 decoded += greedy(model, batch, forbidden, self.cfg.decode)
         sums = dist.sum(sums, device)

@@ -1,5 +1,6 @@
 """The unified task's data: its config section, the speech-translation manifests (ASR and speech translation
-examples) and the parallel text folder (text translation examples), one tokenizer over all of them.
+examples), the parallel text folder (text translation examples) and the text-line image manifests (OCR and image
+translation examples, ``tasks/unified_images.py``), one tokenizer over all of them.
 
 A speech manifest line (``transduce data speech-translation``) gives an ASR example (its "text" in the source
 language) and one speech translation example per language; a text folder (``transduce data multi30k``) gives one
@@ -11,10 +12,11 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transduce.config import SpeechDataConfig
+from transduce.data.images import ImageLine, read_image_manifests
 from transduce.data.manifest import Utterance
 from transduce.data.speech_translation import STUtterance, read_st_manifest
 from transduce.data.text import read_parallel
@@ -32,7 +34,8 @@ class UnifiedDataConfig(SpeechDataConfig):
     SentencePiece model) plus the tasks, the text folder and the task sampling."""
 
     tasks: tuple[str, ...] = ("asr", "st", "mt")
-    """Training tasks: asr (speech -> src_lang text), st (speech -> langs), mt (src_lang text -> langs)."""
+    """Training tasks: asr (speech -> src_lang text), st (speech -> langs), mt (src_lang text -> langs), ocr (image ->
+    src_lang text), imt (image -> langs)."""
     src_lang: str = "en"
     """The language of the speech and of the text sources (the transcripts' tag)."""
     langs: tuple[str, ...] = ("de", "fr", "cs")
@@ -43,6 +46,16 @@ class UnifiedDataConfig(SpeechDataConfig):
     """Prefix of the training text files."""
     text_valid: str = "val"
     """Prefix of the development text files."""
+    image_dir: str = ""
+    """Folder of the text-line image manifests (``transduce data text-images``); needed by ocr and imt."""
+    image_train: str = "train.jsonl"
+    """Training image manifest(s), comma-separated, relative to image_dir."""
+    image_valid: str = "dev.jsonl"
+    """Development image manifest."""
+    width_jitter: float = 0.1
+    """Training images are stretched along the width by a random factor in [1 - j, 1 + j] (0 = off)."""
+    stats_images: int = 500
+    """Training images the pixel mean/std are estimated on."""
     task_weights: tuple[float, ...] = ()
     """Sampling weight of each task (data.tasks order); empty = temperature sampling over the data sizes."""
     temperature: float = 1.0
@@ -80,7 +93,10 @@ def check_data(data: UnifiedDataConfig, inputs: tuple[str, ...]) -> None:
         raise ConfigError(f"data.langs: name the translation targets, not data.src_lang, got {list(data.langs)}")
     if "mt" in data.tasks and not data.text_dir:
         raise ConfigError("data.text_dir: the mt task needs a parallel text folder")
-    known = {f"{t}:{lang}" for t in data.tasks for lang in ([data.src_lang] if t == "asr" else data.langs)}
+    if ("ocr" in data.tasks or "imt" in data.tasks) and not data.image_dir:
+        raise ConfigError("data.image_dir: the ocr and imt tasks need a text-line image folder")
+    known = {f"{t}:{lang}" for t in data.tasks
+             for lang in ([data.src_lang] if JOBS[t][1] == "transcribe" else data.langs)}
     unknown = [pair for pair in data.without if pair not in known]
     if unknown:
         raise ConfigError(f"data.without: {unknown[0]!r} is not a task:lang of this run ({', '.join(sorted(known))})")
@@ -88,14 +104,16 @@ def check_data(data: UnifiedDataConfig, inputs: tuple[str, ...]) -> None:
 
 @dataclass
 class Sources:
-    """The raw data of a run: speech utterances and text pairs per language."""
+    """The raw data of a run: speech utterances, text pairs per language, text-line images."""
 
     speech: list[STUtterance]
     text: dict[str, tuple[list[str], list[str]]]
+    images: list[ImageLine] = field(default_factory=list)
 
     def sentences(self) -> list[str]:
         """Every sentence the tokenizer should cover."""
         out = [u.utt.text for u in self.speech] + [t for u in self.speech for t in u.translation.values()]
+        out += [x.text for x in self.images] + [t for x in self.images for t in x.translation.values()]
         for src, tgt in self.text.values():
             out += src + tgt
         return out
@@ -113,7 +131,10 @@ def read_sources(data: UnifiedDataConfig, train: bool) -> Sources:
         folder, prefix = Path(data.text_dir), data.text_train if train else data.text_valid
         for lang in (lang for lang in data.langs if f"mt:{lang}" not in data.without):
             text[lang] = read_parallel(_find(folder, prefix, data.src_lang), _find(folder, prefix, lang))
-    return Sources(speech, text)
+    images = []
+    if "ocr" in data.tasks or "imt" in data.tasks:
+        images = read_image_manifests(Path(data.image_dir), data.image_train if train else data.image_valid)
+    return Sources(speech, text, images)
 
 
 def tokenizer(data: UnifiedDataConfig, run_dir: Path, sources: Sources, given: str, field: str,

@@ -30,12 +30,15 @@ Part = tuple[str, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 def parts(inputs: Sequence[Tensor]) -> Iterator[Part]:
-    """The non-empty speech and text parts of ``UnifiedBatch.inputs()``."""
-    feats, feat_lens, transcripts, transcript_lens, s_in, s_out, s_task, src, src_lens, t_in, t_out, t_task = inputs
+    """The non-empty speech, text and image parts of ``UnifiedBatch.inputs()`` (in that order)."""
+    feats, feat_lens, transcripts, transcript_lens, s_in, s_out, s_task = inputs[:7]
+    src, src_lens, t_in, t_out, t_task, images, widths, i_in, i_out, i_task = inputs[7:]
     if feats.size(0):
         yield "speech", feats, feat_lens, s_in, s_out, s_task, transcripts, transcript_lens
     if src.size(0):
         yield "text", src, src_lens, t_in, t_out, t_task, transcripts[:0], transcript_lens[:0]
+    if images.size(0):
+        yield "image", images, widths, i_in, i_out, i_task, transcripts[:0], transcript_lens[:0]
 
 
 class UnifiedLoss(nn.Module):
@@ -85,7 +88,7 @@ def greedy(model: UnifiedModel, batch: UnifiedBatch, forbidden: Tensor, decode: 
     offset = 0
     for modality, x, x_lens, tgt_in, *_ in parts(batch.inputs()):
         memory, lens = model.encode(x, x_lens, modality=modality)
-        a = decode.max_len_a if modality == "speech" else decode.text_max_len_a
+        a = decode.text_max_len_a if modality == "text" else decode.max_len_a
         prefixes = tgt_in[:, :2]  # (B, 2) the tags
         hyps = prefix_beam_search(model, memory.float(), lens, prefixes, forbidden, max_lengths(lens, a,
                                   decode.max_len_b), beam=1)
@@ -96,13 +99,15 @@ def greedy(model: UnifiedModel, batch: UnifiedBatch, forbidden: Tensor, decode: 
 
 def dev_scores(examples: Sequence[Example], outputs: dict[int, list[int]], tok: Tokenizer, tasks: Sequence[str]
                ) -> dict[str, float]:
-    """WER of the asr examples, BLEU of each (st|mt, language), and their mean ``bleu``."""
+    """WER of the asr examples (wer) and of the ocr ones (wer_ocr), BLEU of each (st|mt|imt, language), and their
+    mean ``bleu``."""
     texts = tok.decode([outputs[i] for i in range(len(examples))])
     result: dict[str, float] = {}
     for t, job in enumerate(tasks):
         mine = [i for i, e in enumerate(examples) if e.task == t]
         if JOBS[job][1] == "transcribe" and mine:
-            result["wer"] = round(wer([texts[i] for i in mine], [examples[i].text for i in mine]), 2)
+            key = "wer" if job == "asr" else f"wer_{job}"
+            result[key] = round(wer([texts[i] for i in mine], [examples[i].text for i in mine]), 2)
             continue
         for lang in dict.fromkeys(examples[i].lang for i in mine):
             chosen = [i for i in mine if examples[i].lang == lang]
@@ -117,7 +122,7 @@ def dev_scores(examples: Sequence[Example], outputs: dict[int, list[int]], tok: 
 def dev_score(result: dict[str, Any]) -> float:
     """What early stopping maximizes: the mean of the BLEUs and of 100 - WER, over those reported."""
     values = [v for k, v in result.items() if k.startswith("bleu_")]
-    values += [100.0 - result["wer"]] if "wer" in result else []
+    values += [100.0 - v for k, v in result.items() if k == "wer" or k.startswith("wer_")]
     return sum(values) / len(values) if values else -result["loss"]
 
 
