@@ -1,8 +1,8 @@
 """The image modality of the unified task on a three-modality toy: tone "speech", the same letters as text
 (``transduce.data.tone_text``) and as rendered text-line images, all into the same toy-language targets. One model
-learns all three through the real trainer; a mixed batch's loss (speech, text and image parts, five tasks) is
-the weighted sum of each task's loss alone; batches respect the padded budget of three parts; the CLI reads
-images, and bad ones are one-line errors."""
+learns all three through the real trainer (per-task training nll in the train log); a mixed batch's loss (speech,
+text and image parts, five tasks) is the weighted sum of each task's loss alone; batches respect the padded
+budget of three parts; the CLI reads images, and bad ones are one-line errors."""
 
 from __future__ import annotations
 
@@ -86,6 +86,11 @@ def test_one_model_learns_all_three_modalities(trained: Path) -> None:
     for job in ("st", "mt", "imt"):
         assert last[f"loss_{job}"] < 0.75 * first[f"loss_{job}"], (job, first, last)
     assert min(last["bleu_st_fr"], last["bleu_mt_fr"], last["bleu_imt_fr"]) > 25, last
+    train = [r for r in rows if r.get("kind") == "train"]
+    for row in train:  # the per-task training nll: the window's nll is their token-weighted mean
+        each = [row[f"nll_{job}"] for job in ("st", "mt", "imt")]
+        assert min(each) - 1e-3 <= row["nll"] <= max(each) + 1e-3, row
+    assert all(train[-1][f"nll_{job}"] < 0.5 * train[0][f"nll_{job}"] for job in ("st", "mt", "imt")), train
 
 
 def test_the_cli_translates_images(trained: Path, data: Path, capsys) -> None:

@@ -48,7 +48,7 @@ from transduce.tasks.unified_data import (
     tokenizer,
 )
 from transduce.tasks.unified_images import image_collator, image_examples
-from transduce.tasks.unified_loss import UnifiedLoss, bits, dev_score, dev_scores, greedy
+from transduce.tasks.unified_loss import TaskWindow, UnifiedLoss, bits, dev_score, dev_scores, greedy
 from transduce.train.distributed import DistContext
 from transduce.unified import JOBS, TOKENIZER, Unified, UnifiedDecodeConfig, model_languages
 
@@ -147,6 +147,7 @@ class UnifiedTask:
             raise no_examples(data)
         sizes = [sum(e.task == t for e in self.train) for t in range(len(data.tasks))]
         self.probabilities = task_probabilities(sizes, data.task_weights, data.temperature)
+        self.window = TaskWindow(data.tasks)
         log("train: " + ", ".join(f"{job} {n} examples (p={p:.2f})" for job, n, p in
                                   zip(data.tasks, sizes, self.probabilities, strict=True)))
 
@@ -193,7 +194,11 @@ class UnifiedTask:
     def loss_module(self, model: nn.Module, autocast: AbstractContextManager) -> UnifiedLoss:
         weights = self.cfg.data.loss_weights or (1.0,) * len(self.cfg.data.tasks)
         return UnifiedLoss(model, autocast, loss_weights=weights, ctc_weight=self.cfg.model.ctc_weight,  # type: ignore[arg-type]
-                           label_smoothing=self.cfg.train.label_smoothing)
+                           label_smoothing=self.cfg.train.label_smoothing, window=self.window)
+
+    def train_log(self) -> dict[str, float]:
+        """Per-task training nll (bits per target token) over the batches since the last train log line."""
+        return self.window.take()
 
     def _layout(self, examples: list[Example]) -> tuple[list[int], list[int]]:
         return [e.cost for e in examples], [e.part for e in examples]

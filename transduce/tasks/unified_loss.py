@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from transduce.data.tokenizer import PAD, Tokenizer
@@ -41,16 +42,36 @@ def parts(inputs: Sequence[Tensor]) -> Iterator[Part]:
         yield "image", images, widths, i_in, i_out, i_task, transcripts[:0], transcript_lens[:0]
 
 
+class TaskWindow:
+    """Each task's training cross-entropy nll and target tokens since the last ``take`` (this process's batches):
+    the per-task numbers of the train log lines."""
+
+    def __init__(self, jobs: Sequence[str]) -> None:
+        self.jobs = list(jobs)
+        self.sums: dict[int, tuple[Tensor | float, Tensor | float]] = {}  # task -> (nll sum, target tokens)
+
+    def add(self, task: int, nll: Tensor, tokens: Tensor) -> None:
+        before = self.sums.get(task, (0.0, 0.0))
+        self.sums[task] = (before[0] + nll.detach(), before[1] + tokens)
+
+    def take(self) -> dict[str, float]:
+        """{"nll_<job>": bits per target token} of the tasks seen since the last call; then empty."""
+        found = {f"nll_{self.jobs[t]}": bits(float(n), float(k)) for t, (n, k) in sorted(self.sums.items())}
+        self.sums = {}
+        return found
+
+
 class UnifiedLoss(nn.Module):
     """A unified model and its loss as one module for DDP: ``UnifiedBatch.inputs()`` -> (sum over tasks of
     loss_weight[t] * task t's loss sum, the cross-entropy nll sum detached). A speech example's loss is
-    ctc_weight * CTC + (1 - ctc_weight) * cross-entropy."""
+    ctc_weight * CTC + (1 - ctc_weight) * cross-entropy. With a ``window``, training forward passes (model in
+    train mode, gradients on) add each task's nll and target tokens to it."""
 
     def __init__(self, model: UnifiedModel, autocast: AbstractContextManager, *, loss_weights: Sequence[float],
-                 ctc_weight: float, label_smoothing: float) -> None:
+                 ctc_weight: float, label_smoothing: float, window: TaskWindow | None = None) -> None:
         super().__init__()
         self.model, self.autocast, self.loss_weights = model, autocast, list(loss_weights)
-        self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
+        self.ctc_weight, self.label_smoothing, self.window = ctc_weight, label_smoothing, window
 
     def per_task(self, *inputs: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
         """{task index: (its loss sum, its nll sum)} over the batch."""
@@ -71,6 +92,8 @@ class UnifiedLoss(nn.Module):
                     ce = w * ctc + (1 - w) * ce
                 before = out.get(task, (ce.new_zeros(()), nll.new_zeros(())))
                 out[task] = (before[0] + ce, before[1] + nll.detach())
+                if self.window is not None and self.model.training and torch.is_grad_enabled():
+                    self.window.add(task, nll, (tgt_out[rows] != PAD).sum())
         return out
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
