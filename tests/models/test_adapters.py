@@ -17,9 +17,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(**overrides: object) -> UnifiedModelConfig:
     overrides = {"inputs": ("speech", "text", "image"), **overrides}
-    return UnifiedModelConfig(input_dim=40, image_height=16, image_dim=20, dim=32, heads=2, layers=2, ffn_dim=64, kernel_size=5, subsampling=4,
-                              subsampling_channels=8, speech_dim=24, text_dim=16, adapter_layers=1,
-                              adapter_bottleneck=8, dropout=0.0, decoder_layers=2, **overrides)  # type: ignore[arg-type]
+    return UnifiedModelConfig(input_dim=40, image_height=16, image_dim=20, dim=32, heads=2, layers=2, ffn_dim=64,
+                              kernel_size=5, subsampling=4, subsampling_channels=8, speech_dim=24, text_dim=16,
+                              adapter_layers=1, adapter_bottleneck=8, dropout=0.0, decoder_layers=2,
+                              **overrides)  # type: ignore[arg-type]
 
 
 def inputs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -327,8 +327,7 @@ class Trainer:
     def _log_step(self, stats: dict[str, float], speed: float, bar: tqdm) -> None:
         """``stats``: loss and nll averaged over the log window's tokens, the window's tokens."""
         bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{speed:.0f}")
-        per_task = getattr(self.task, "train_log", None)  # a multi-task task's own numbers (unified: nll per task)
-        stats = {**stats, **(per_task() if per_task is not None else {})}
+        stats = {**stats, **getattr(self.task, "train_log", dict)()}  # a multi-task task's (unified: nll per task)
         self._record({"kind": "train", **stats, "tokens_per_s": round(speed), "epoch": self.state.epoch,
                       "skipped_nonfinite": self.state.skipped_nonfinite,
                       "skipped_overflow": self.state.skipped_overflow})
