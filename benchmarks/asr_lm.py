@@ -26,10 +26,10 @@ import torch
 from asr_common import command_line, load_subset
 from common import machine_line
 
-from transduce.config import CTCDecodeConfig
 from transduce.decoding.ctc import ctc_beam_search, ctc_greedy
 from transduce.metrics.wer import cer, wer
 from transduce.recognize import Recognizer
+from transduce.speech_config import CTCDecodeConfig
 
 
 def log_probs(recognizer: Recognizer, audio: list[Path], batch_size: int) -> list[torch.Tensor]:

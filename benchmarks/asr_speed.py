@@ -41,7 +41,7 @@ from common import REPO, machine_line
 from torch import Tensor
 
 from transduce.cli.config import load_recipe
-from transduce.config import RunConfig, fbank_config
+from transduce.config import RunConfig
 from transduce.data.audio import load_audio
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
 from transduce.data.features import Fbank, FbankConfig
@@ -51,6 +51,7 @@ from transduce.data.tokenizer import train_sentencepiece
 from transduce.decoding.ctc import ctc_greedy
 from transduce.models.ctc import CTCModel, build_ctc
 from transduce.recognize import Recognizer
+from transduce.speech_config import fbank_config
 from transduce.train.loss import CTCLoss
 
 HEADER = f"{'':44} {'audio s':>8} {'wall s':>7} {'audio s/s':>10} {'RTF':>7} {'vs base':>8}"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig
+from transduce.config import RunConfig
 from transduce.data.images import load_line_image
 from transduce.data.tokenizer import Tokenizer
 from transduce.decoding.hypothesis import Hypothesis
@@ -25,6 +25,7 @@ from transduce.models.ctc import CTCModel
 from transduce.models.st import SpeechTranslationModel, tag_ids
 from transduce.nn.local_attention import LocalWindow
 from transduce.recognize import Recognizer
+from transduce.speech_config import CTCDecodeConfig, SpeechDataConfig
 from transduce.speech_translate import SpeechTranslator
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from transduce.config import CTCDecodeConfig, RunConfig, fbank_config
+from transduce.config import RunConfig
 from transduce.data.audio import audio_blocks, audio_duration, load_audio
 from transduce.data.features import Fbank, FbankConfig, StreamingFbank
 from transduce.data.speech_batching import pad_features
@@ -31,6 +31,7 @@ from transduce.models.folder import resolve as resolve_model_dir
 from transduce.models.ngram import NgramLM
 from transduce.nn.conformer import ConformerEncoder
 from transduce.nn.local_attention import LocalWindow
+from transduce.speech_config import CTCDecodeConfig, fbank_config
 
 if TYPE_CHECKING:
     from transduce.streaming.endpoint import EndpointConfig

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from transduce.config import RunConfig, fbank_config
+from transduce.config import RunConfig
 from transduce.data.audio import load_audio
 from transduce.data.features import Fbank
 from transduce.data.speech_batching import pad_features
@@ -24,6 +24,7 @@ from transduce.decoding.hypothesis import Hypothesis, max_lengths
 from transduce.decoding.tagged import tagged_beam_search
 from transduce.errors import UsageError
 from transduce.models.st import SpeechTranslationModel, tag_ids
+from transduce.speech_config import fbank_config
 
 TRANSCRIPT_TOKENIZER = "spm.model"
 """The English transcript pieces of the CTC head (the file name a speech model folder uses)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from transduce.config import RunConfig, fbank_config
+from transduce.config import RunConfig
 from transduce.data.audio import load_audio
 from transduce.data.batching import pad
 from transduce.data.features import Fbank
@@ -27,6 +27,7 @@ from transduce.decoding.hypothesis import Hypothesis, max_lengths
 from transduce.decoding.prefix import prefix_beam_search
 from transduce.errors import UsageError
 from transduce.models.unified import Tags, UnifiedModel
+from transduce.speech_config import fbank_config
 
 TOKENIZER = "spm.model"
 """The one SentencePiece model of every language (inputs and outputs)."""

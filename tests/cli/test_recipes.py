@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from transduce.cli.config import load_recipe
-from transduce.config import CTCDecodeConfig
 from transduce.data.tokenizer import PAD
 from transduce.models.ctc import build_ctc
 from transduce.models.rnn import build_rnn
 from transduce.models.st import build_st
 from transduce.models.transformer import build
 from transduce.models.unified import build_unified
+from transduce.speech_config import CTCDecodeConfig
 from transduce.tasks.image_translation import build_image_st
 from transduce.tasks.ocr import build_ocr
 

@@ -18,7 +18,6 @@ import torch
 import yaml
 from testkit import run_cli
 
-from transduce.config import fbank_config
 from transduce.data.audio import load_audio
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
 from transduce.data.features import Fbank
@@ -30,6 +29,7 @@ from transduce.export.onnx import quantize_int8
 from transduce.models.ctc import CTCModel, build_ctc, tied_aliases
 from transduce.models.folder import write_model_folder
 from transduce.recognize import Recognizer
+from transduce.speech_config import fbank_config
 from transduce.streaming.batch import StreamBatch
 from transduce.streaming.endpoint import EndpointConfig
 from transduce.streaming.stream import feed

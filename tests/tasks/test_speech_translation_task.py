@@ -15,7 +15,7 @@ from testkit import ROOT, run_cli
 
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
-from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig, to_dict
+from transduce.config import RunConfig, to_dict
 from transduce.data.manifest import read_manifest
 from transduce.data.speech_batching import SpeechCollator
 from transduce.data.st_batching import STCollator
@@ -26,6 +26,7 @@ from transduce.models.ctc import CTCModelConfig
 from transduce.models.folder import write_model_folder
 from transduce.models.st import tag_ids
 from transduce.models.transformer import TransformerConfig
+from transduce.speech_config import CTCDecodeConfig, SpeechDataConfig
 from transduce.speech_translate import SpeechTranslator
 from transduce.tasks import get_task
 from transduce.tasks.speech_translation import STTask

@@ -15,7 +15,7 @@ from testkit import ROOT, run_cli
 
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
-from transduce.config import CTCDecodeConfig, RunConfig, SpeechDataConfig, to_dict
+from transduce.config import RunConfig, to_dict
 from transduce.data.tokenizer import train_sentencepiece
 from transduce.data.tone_text import write_tone_text
 from transduce.data.unified_batching import mixed_batches, sample_epoch, task_probabilities
@@ -24,6 +24,7 @@ from transduce.metrics.bleu import sacre_scores
 from transduce.models.ctc import CTCModelConfig
 from transduce.models.folder import write_model_folder
 from transduce.models.transformer import TransformerConfig
+from transduce.speech_config import CTCDecodeConfig, SpeechDataConfig
 from transduce.tasks import get_task
 from transduce.tasks.unified import UnifiedTask
 from transduce.train.trainer import Trainer

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transduce.config import SECTIONS, CTCDecodeConfig, RunConfig
+from transduce.config import SECTIONS, RunConfig
 from transduce.data.images import ImageCollator, ImageLine, load_line_image, read_image_manifest, read_image_manifests
 from transduce.data.speech_batching import SpeechBatch, iterate_speech, make_speech_batches
 from transduce.data.tokenizer import Tokenizer
@@ -25,6 +25,7 @@ from transduce.models.ctc import CTCModel, CTCModelConfig, build_ctc, tied_alias
 from transduce.models.folder import ModelFolder
 from transduce.nn.image_frontend import WIDTH_LAYOUTS, ImageFrontend, image_stats
 from transduce.read_images import ImageRecognizer
+from transduce.speech_config import CTCDecodeConfig
 from transduce.tasks.speech import TOKENIZER, ctc_emittable, evaluate_ctc, transcript_tokenizer
 from transduce.train.distributed import DistContext
 from transduce.train.loss import CTCLoss

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transduce.config import SECTIONS, CTCDecodeConfig, RunConfig, SpeechDataConfig, fbank_config
+from transduce.config import SECTIONS, RunConfig
 from transduce.data.audio import load_audio
 from transduce.data.augment import AugmentConfig, SpecAugmentConfig
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
@@ -35,6 +35,7 @@ from transduce.metrics.wer import cer, wer
 from transduce.models.ctc import CTCModel, CTCModelConfig, attention_loss, build_ctc, ctc_loss, tied_aliases
 from transduce.models.folder import ModelFolder
 from transduce.recognize import Recognizer
+from transduce.speech_config import CTCDecodeConfig, SpeechDataConfig, fbank_config
 from transduce.train.distributed import DistContext
 from transduce.train.loss import CTCLoss
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transduce.config import SECTIONS, RunConfig, SpeechDataConfig, fbank_config
+from transduce.config import SECTIONS, RunConfig
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
 from transduce.data.manifest import Utterance
 from transduce.data.speech_batching import SpeechCollator, iterate_speech, make_speech_batches, utterance_frames
@@ -33,6 +33,7 @@ from transduce.metrics.bleu import sacre_scores
 from transduce.models.ctc import ctc_loss
 from transduce.models.folder import ModelFolder
 from transduce.models.st import SpeechTranslationModel, STModelConfig, build_st, tag_ids, tied_aliases
+from transduce.speech_config import SpeechDataConfig, fbank_config
 from transduce.speech_translate import TARGET_TOKENIZER, TRANSCRIPT_TOKENIZER, SpeechTranslator, STDecodeConfig
 from transduce.tasks.speech import augment_config, estimate_cmvn
 from transduce.tasks.st_components import init_st_components, st_tokenizer

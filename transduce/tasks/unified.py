@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transduce.config import SECTIONS, RunConfig, fbank_config
+from transduce.config import SECTIONS, RunConfig
 from transduce.data.cmvn import CMVNStats, GlobalCMVN
 from transduce.data.speech_batching import SpeechCollator, utterance_frames
 from transduce.data.tokenizer import Tokenizer
@@ -36,6 +36,7 @@ from transduce.errors import ConfigError
 from transduce.models.adapters import ImageFrontEnd, SpeechFrontEnd
 from transduce.models.folder import ModelFolder
 from transduce.models.unified import Tags, UnifiedModel, UnifiedModelConfig, build_unified, tied_aliases, trainable
+from transduce.speech_config import fbank_config
 from transduce.tasks.ocr import pixel_stats
 from transduce.tasks.speech import augment_config, estimate_cmvn
 from transduce.tasks.unified_data import (

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transduce.config import SpeechDataConfig
 from transduce.data.images import ImageLine, read_image_manifests
 from transduce.data.manifest import Utterance
 from transduce.data.speech_translation import STUtterance, read_st_manifest
@@ -24,6 +23,7 @@ from transduce.data.tokenizer import Tokenizer, train_sentencepiece
 from transduce.data.unified_batching import Example
 from transduce.errors import ConfigError, DataError
 from transduce.models.unified import Tags
+from transduce.speech_config import SpeechDataConfig
 from transduce.train.corpus import _find
 from transduce.unified import JOBS
 
