@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from transduce.data.batching import pad
-from transduce.data.manifest import write_lines_atomic
+from transduce.data.manifest import manifest_paths, read_jsonl_manifest, write_lines_atomic
 from transduce.data.speech_batching import SpeechBatch, batch_seed, pad_features
-from transduce.data.text import DataError, iter_lines
+from transduce.data.text import DataError
 from transduce.data.tokenizer import PAD
 
 MAX_PIXELS = 40_000_000
@@ -132,36 +132,16 @@ def _parse(line: str, where: str, folder: Path) -> ImageLine:
 def read_image_manifest(path: str | Path, *, check_images: bool = False, height: int = 0) -> list[ImageLine]:
     """All lines of an image manifest; with ``check_images`` each image is opened (and checked to fit at
     ``height``), a bad one an error naming the manifest line and the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
-    folder = path.resolve().parent
-    lines: list[ImageLine] = []
-    seen: dict[str, int] = {}
-    for number, text in enumerate(iter_lines(path.read_bytes(), str(path)), start=1):
-        if not text.strip():
-            continue
-        item = _parse(text, f"{path}:{number}", folder)
-        if item.id in seen:
-            raise DataError(f"{path}:{number}: duplicate id {item.id!r} (first on line {seen[item.id]})")
-        if check_images:
-            try:
-                to_height(open_image(item.image), height or open_image(item.image).height, item.image)
-            except ImageError as err:
-                raise DataError(f"{path}:{number}: {err}") from None
-        seen[item.id] = number
-        lines.append(item)
-    if not lines:
-        raise DataError(f"{path}: manifest is empty")
-    return lines
+    def check(item: ImageLine) -> None:
+        image = open_image(item.image)
+        to_height(image, height or image.height, item.image)
+
+    return read_jsonl_manifest(path, _parse, check if check_images else None)
 
 
 def read_image_manifests(folder: str | Path, names: str) -> list[ImageLine]:
     """The lines of one or more comma-separated manifests relative to ``folder``, in order."""
-    parts = [n.strip() for n in names.split(",")]
-    if not all(parts):
-        raise DataError(f"manifest list {names!r} has an empty name")
-    return [item for part in parts for item in read_image_manifest(Path(folder) / part)]
+    return [item for path in manifest_paths(folder, names) for item in read_image_manifest(path)]
 
 
 def write_image_manifest(path: str | Path, lines: Iterable[ImageLine]) -> None:

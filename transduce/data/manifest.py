@@ -17,10 +17,10 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import soxr
@@ -116,41 +116,71 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read ({err or type(err).__name__})") from None
 
 
-def read_manifest(path: str | Path, *, check_audio: bool = False) -> list[Utterance]:
-    """All utterances of a JSON-lines manifest (``.gz`` allowed). The audio is not read unless ``check_audio``:
-    then each file's header is (it exists, is readable, non-empty, complete), and a bad one is an error naming
-    the manifest line as well as the file."""
+class HasId(Protocol):
+    """A manifest row: its id is unique within the manifest."""
+
+    @property
+    def id(self) -> str: ...
+
+
+Row = TypeVar("Row", bound=HasId)
+
+
+def read_jsonl_manifest(path: str | Path, parse: Callable[[str, str, Path], Row],
+                        check: Callable[[Row], None] | None = None) -> list[Row]:
+    """The rows of a JSON-lines manifest (``.gz`` allowed) in file order: ``parse(line, "FILE:LINE", folder)`` makes
+    each (paths relative to the manifest's ``folder``), ``check(row)`` vets it when given (a DataError it raises is
+    reported with the manifest line). Blank lines are skipped; a repeated id or an empty file is a DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     folder = path.resolve().parent
-    utts: list[Utterance] = []
+    rows: list[Row] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(iter_lines(_read_bytes(path), str(path)), start=1):
         if not line.strip():
             continue
-        utt = _parse_line(line, f"{path}:{number}", folder)
-        if utt.id in first_line:
-            raise DataError(f"{path}:{number}: duplicate id {utt.id!r} (first on line {first_line[utt.id]})")
-        if check_audio:
+        row = parse(line, f"{path}:{number}", folder)
+        if row.id in first_line:
+            raise DataError(f"{path}:{number}: duplicate id {row.id!r} (first on line {first_line[row.id]})")
+        if check is not None:
             try:
-                audio_duration(utt.audio)
-            except AudioError as err:
-                raise DataError(f"{path}:{number}: audio {err}") from None
-        first_line[utt.id] = number
-        utts.append(utt)
-    if not utts:
+                check(row)
+            except DataError as err:
+                raise DataError(f"{path}:{number}: {err}") from None
+        first_line[row.id] = number
+        rows.append(row)
+    if not rows:
         raise DataError(f"{path}: manifest is empty")
-    return utts
+    return rows
+
+
+def manifest_paths(folder: str | Path, names: str) -> list[Path]:
+    """``names`` comma-separated and relative to ``folder`` (``train.jsonl,../more/train.jsonl``) -> their paths."""
+    parts = [n.strip() for n in names.split(",")]
+    if not all(parts):
+        raise DataError(f"manifest list {names!r} has an empty name")
+    return [Path(folder) / part for part in parts]
+
+
+def _check_audio(utt: Utterance) -> None:
+    try:
+        audio_duration(utt.audio)
+    except AudioError as err:
+        raise DataError(f"audio {err}") from None
+
+
+def read_manifest(path: str | Path, *, check_audio: bool = False) -> list[Utterance]:
+    """All utterances of a JSON-lines manifest (``.gz`` allowed). The audio is not read unless ``check_audio``:
+    then each file's header is (it exists, is readable, non-empty, complete), and a bad one is an error naming
+    the manifest line as well as the file."""
+    return read_jsonl_manifest(path, _parse_line, _check_audio if check_audio else None)
 
 
 def read_manifests(folder: str | Path, names: str) -> list[Utterance]:
     """The utterances of one or more manifests, ``names`` comma-separated and relative to ``folder``
     (``train.jsonl,../more/train.jsonl``), in that order. Ids need only be unique within each manifest."""
-    parts = [n.strip() for n in names.split(",")]
-    if not all(parts):
-        raise DataError(f"manifest list {names!r} has an empty name")
-    return [utt for part in parts for utt in read_manifest(Path(folder) / part)]
+    return [utt for path in manifest_paths(folder, names) for utt in read_manifest(path)]
 
 
 def write_manifest(path: str | Path, utts: Iterable[Utterance],
