@@ -186,6 +186,9 @@ def test_a_cascade_folder_is_one_model_for_the_cli_and_the_library(models, asr: 
     assert code == 0 and json.loads(out)["tgt_lang"] == "de"
     code, out, _ = run_cli(["info", str(folder)], capsys)
     assert code == 0 and "speech translation cascade" in out and "translation model" in out
+    code, out, _ = run_cli(["transcribe", "--model", str(folder), *files], capsys)  # its recognizer's transcripts
+    assert code == 0 and out.splitlines() == [f"{f}\t{t}" for f, t in
+                                              zip(files, recognizer.transcribe(files), strict=True)]
 
 
 @pytest.mark.parametrize("content, message", [

@@ -233,10 +233,11 @@ def align(args: argparse.Namespace) -> int:
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from transduce.cli import speech, unified
+    from transduce.cli import speech, st, unified
 
     if unified.is_unified(args):
         return unified.transcribe(args)
+    st.use_recognizer_of_cascade(args)
     return speech.transcribe(args, UsageError)
 
 

@@ -134,6 +134,16 @@ def expand_cascade(args: argparse.Namespace) -> None:
         args.asr, args.model = (str(p) for p in parts)
 
 
+def use_recognizer_of_cascade(args: argparse.Namespace) -> None:
+    """``transcribe --model`` a bundled cascade folder -> its speech (or image) recognizer part, whose transcripts
+    the cascade translates."""
+    from transduce.cascade import cascade_parts
+
+    parts = cascade_parts(args.model) if getattr(args, "model", None) else None
+    if parts is not None:
+        args.model = str(parts[0])
+
+
 def end_to_end(args: argparse.Namespace) -> bool:
     """``--model`` is an end-to-end speech translation model (and there is no --asr)."""
     if getattr(args, "asr", None) or not getattr(args, "model", None):
