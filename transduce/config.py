@@ -129,8 +129,8 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
-class DecodeConfig:
-    """Search settings used by translate/evaluate (overridable on the command line)."""
+class SearchConfig:
+    """The search settings every model kind decodes with (its decode section adds its own)."""
 
     beam: int = 5
     """Beam size (1 = greedy)."""
@@ -143,9 +143,15 @@ class DecodeConfig:
     max_len_b: int = 10
     """See max_len_a."""
     nbest: int = 1
-    """Hypotheses returned per sentence."""
+    """Hypotheses returned per input."""
     batch_size: int = 64
-    """Sentences decoded together."""
+    """Inputs decoded together."""
+
+
+@dataclass(kw_only=True)
+class DecodeConfig(SearchConfig):
+    """Search settings of a text translation model, used by translate/evaluate (overridable on the command line)."""
+
     coverage_penalty: float = 0.0
     """GNMT coverage penalty beta (Wu et al. 2016) in beam search, 0 = off; needs a model that
     returns cross-attention weights (RNN and Transformer translation models do)."""

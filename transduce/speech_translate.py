@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from transduce.config import RunConfig
+from transduce.config import RunConfig, SearchConfig
 from transduce.data.audio import load_audio
 from transduce.data.features import Fbank
 from transduce.data.speech_batching import pad_features
@@ -36,21 +36,11 @@ Audio = str | Path | Tensor
 
 
 @dataclass(kw_only=True)
-class STDecodeConfig:
+class STDecodeConfig(SearchConfig):
     """Search settings of a speech translation model (overridable on the command line)."""
 
-    beam: int = 5
-    """Beam size (1 = greedy)."""
-    len_penalty: float = 1.0
-    """Length penalty exponent alpha."""
-    len_penalty_style: str = "fairseq"
-    """fairseq (score / len^alpha) or gnmt (score / ((5+len)/6)^alpha)."""
     max_len_a: float = 0.5
     """Max output length = a * encoder frames + b (40 ms frames with subsampling 4)."""
-    max_len_b: int = 10
-    """See max_len_a."""
-    nbest: int = 1
-    """Hypotheses returned per utterance."""
     batch_size: int = 16
     """Utterances encoded and searched together."""
     chunk_size: int = 0

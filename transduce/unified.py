@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from transduce.config import RunConfig
+from transduce.config import RunConfig, SearchConfig
 from transduce.data.audio import load_audio
 from transduce.data.batching import pad
 from transduce.data.features import Fbank
@@ -40,25 +40,15 @@ Audio = str | Path | Tensor
 
 
 @dataclass(kw_only=True)
-class UnifiedDecodeConfig:
+class UnifiedDecodeConfig(SearchConfig):
     """Search settings of a unified model (overridable on the command line)."""
 
-    beam: int = 5
-    """Beam size (1 = greedy)."""
-    len_penalty: float = 1.0
-    """Length penalty exponent alpha."""
-    len_penalty_style: str = "fairseq"
-    """fairseq (score / len^alpha) or gnmt (score / ((5+len)/6)^alpha)."""
     max_len_a: float = 0.5
     """Speech and images: max output length = a * encoder frames + b."""
-    text_max_len_a: float = 1.5
-    """Text: max output length = a * source pieces + b."""
-    max_len_b: int = 10
-    """See max_len_a."""
-    nbest: int = 1
-    """Hypotheses returned per input."""
     batch_size: int = 16
     """Inputs encoded and searched together."""
+    text_max_len_a: float = 1.5
+    """Text: max output length = a * source pieces + b."""
 
 
 class Unified:

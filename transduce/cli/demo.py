@@ -1,5 +1,5 @@
-"""``make run``: with the bundled models, offline: translate the example sentences, and
-transcribe the example recordings."""
+"""``make run``: with the bundled models, offline: translate the example sentences, transcribe and translate the
+example recordings, read and translate the example photos of text, and stream."""
 
 from __future__ import annotations
 
@@ -77,6 +77,32 @@ def speech_translate_examples(model_name: str, folder: Path) -> None:
     print(f"{len(rows)} recordings: BLEU {sacre_scores(hyps, [row[1] for row in rows])['bleu']:.1f}, {seconds:.2f}s\n")
 
 
+def photo_examples(model_name: str, folder: Path) -> None:
+    """The example photos of text read (OCR, then the translation model's truecaser) and translated into German by
+    a bundled image cascade, beside what they show and the reference translations."""
+    from transduce.data.captions import normalize_text
+    from transduce.metrics.bleu import sacre_scores
+    from transduce.metrics.wer import cer
+    from transduce.tasks import load
+
+    model_dir = ROOT / "models" / model_name
+    shown = dict(line.split("\t") for line in (folder / "lines.tsv").read_text(encoding="utf-8").splitlines())
+    refs = dict(line.split("\t")[:2] for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines())
+    cascade = load(model_dir)
+    photos = [folder / name for name in shown]
+    started = time.perf_counter()
+    read = cascade.transcribe(photos)
+    german = cascade.translator.translate(read)
+    seconds = time.perf_counter() - started
+    print(f"model: {model_dir.relative_to(ROOT)}, photos of English text -> English text -> German text")
+    for name, text, hyp in zip(shown, read, german, strict=True):
+        print(f"  {name}\n    read:      {text}\n    shows:     {shown[name]}\n    de:        {hyp}\n"
+              f"    reference: {refs[name]}")
+    error = cer([normalize_text(t) for t in read], [normalize_text(t) for t in shown.values()])
+    bleu = sacre_scores(german, [refs[name] for name in shown])["bleu"]
+    print(f"{len(photos)} photos: CER {error:.1f}%, BLEU {bleu:.1f}, {seconds:.2f}s\n")
+
+
 def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> None:
     """The example recordings joined by 1 s pauses, fed as live audio ``chunk_ms`` at a time: partials as
     they change, then the segments the endpointer closed, with times."""
@@ -115,6 +141,8 @@ def main() -> int:
             transcribe_examples(name, ROOT / "examples" / folder)
     if (ROOT / "models" / "multi30k-st").is_dir():
         speech_translate_examples("multi30k-st", ROOT / "examples" / "captions")
+    if (ROOT / "models" / "multi30k-image").is_dir():
+        photo_examples("multi30k-image", ROOT / "examples" / "photos")
     if (ROOT / "models" / "digits-hybrid-streaming").is_dir():
         stream_examples("digits-hybrid-streaming", ROOT / "examples" / "digits")
     return 0
