@@ -16,6 +16,7 @@ from testkit import ROOT, run_cli
 from transduce.cli.config import load_recipe
 from transduce.cli.main import main
 from transduce.config import RunConfig, to_dict
+from transduce.data.text import read_lines
 from transduce.data.tokenizer import train_sentencepiece
 from transduce.data.tone_text import write_tone_text
 from transduce.data.unified_batching import mixed_batches, sample_epoch, task_probabilities
@@ -27,6 +28,7 @@ from transduce.models.transformer import TransformerConfig
 from transduce.speech_config import CTCDecodeConfig, SpeechDataConfig
 from transduce.tasks import get_task
 from transduce.tasks.unified import UnifiedTask
+from transduce.tasks.unified_data import read_sources
 from transduce.train.trainer import Trainer
 from transduce.unified import Unified
 
@@ -227,7 +229,7 @@ def test_training_tag_rows_refuses_weight_decay(trained: Path, tmp_path: Path) -
 
 def test_without_leaves_task_languages_out_but_keeps_their_tags(trained: Path, tmp_path: Path) -> None:
     (trained / "data" / "text" / "train.fr").rename(trained / "data" / "text" / "train.fr.away")
-    try:  # mt:fr is left out: its text files are not even read
+    try:  # mt:fr is left out: its text files need not exist
         cfg = load_recipe(RECIPE, recipe(trained, "data.without=[st:de,mt:fr]"))
         task = UnifiedTask(cfg, tmp_path, quiet)
     finally:
@@ -235,6 +237,12 @@ def test_without_leaves_task_languages_out_but_keeps_their_tags(trained: Path, t
     jobs = {(cfg.data.tasks[e.task], e.lang) for e in task.train}
     assert jobs == {("asr", "en"), ("st", "fr"), ("mt", "de")}
     assert task.tags.langs == ("en", "de", "fr")
+    # when they exist, the left-out language's target text trains the tokenizer only (monolingual text)
+    french = read_lines(trained / "data" / "text" / "train.fr")
+    sources = read_sources(cfg.data, train=True)
+    assert sources.monolingual == french and set(sources.text) == {"de"}
+    assert set(french) <= set(sources.sentences())
+    assert read_sources(cfg.data, train=False).monolingual == []
 
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from transduce.data.images import ImageLine, read_image_manifests
 from transduce.data.manifest import Utterance
 from transduce.data.speech_translation import STUtterance, read_st_manifest
-from transduce.data.text import read_parallel
+from transduce.data.text import read_lines, read_parallel
 from transduce.data.tokenizer import Tokenizer, train_sentencepiece
 from transduce.data.unified_batching import Example
 from transduce.errors import ConfigError, DataError
@@ -70,7 +70,8 @@ class UnifiedDataConfig(SpeechDataConfig):
     """Dev items per task and language (the first ones; 0 = all)."""
     without: tuple[str, ...] = ()
     """"task:lang" pairs left out of training and dev (e.g. [st:cs, mt:cs]: a model trained without Czech pairs that
-    keeps the Czech tag, to be fine-tuned into it later); mt's text files of such a language are not read."""
+    keeps the Czech tag, to be fine-tuned into it later); mt's text files of such a language train only the
+    tokenizer (their target side, as monolingual text)."""
 
 
 def check_data(data: UnifiedDataConfig, inputs: tuple[str, ...]) -> None:
@@ -109,6 +110,9 @@ class Sources:
     speech: list[STUtterance]
     text: dict[str, tuple[list[str], list[str]]]
     images: list[ImageLine] = field(default_factory=list)
+    monolingual: list[str] = field(default_factory=list)
+    """Target-side text of the languages ``data.without`` leaves out of mt: it trains no task, only the tokenizer,
+    so that the kept tag's language has its pieces (Czech letters are not unknowns when the model is fine-tuned)."""
 
     def sentences(self) -> list[str]:
         """Every sentence the tokenizer should cover."""
@@ -116,7 +120,7 @@ class Sources:
         out += [x.text for x in self.images] + [t for x in self.images for t in x.translation.values()]
         for src, tgt in self.text.values():
             out += src + tgt
-        return out
+        return out + self.monolingual
 
 
 def read_sources(data: UnifiedDataConfig, train: bool) -> Sources:
@@ -126,15 +130,18 @@ def read_sources(data: UnifiedDataConfig, train: bool) -> Sources:
         langs = list(data.langs) if "st" in data.tasks else []
         names = data.train.split(",") if train else [data.valid]
         speech = [u for name in names for u in read_st_manifest(Path(data.dir) / name.strip(), langs)]
-    text = {}
+    text, monolingual = {}, []
     if "mt" in data.tasks:
         folder, prefix = Path(data.text_dir), data.text_train if train else data.text_valid
-        for lang in (lang for lang in data.langs if f"mt:{lang}" not in data.without):
-            text[lang] = read_parallel(_find(folder, prefix, data.src_lang), _find(folder, prefix, lang))
+        for lang in data.langs:
+            if f"mt:{lang}" not in data.without:
+                text[lang] = read_parallel(_find(folder, prefix, data.src_lang), _find(folder, prefix, lang))
+            elif train and any((folder / f"{prefix}.{lang}{gz}").is_file() for gz in ("", ".gz")):
+                monolingual += read_lines(_find(folder, prefix, lang))
     images = []
     if "ocr" in data.tasks or "imt" in data.tasks:
         images = read_image_manifests(Path(data.image_dir), data.image_train if train else data.image_valid)
-    return Sources(speech, text, images)
+    return Sources(speech, text, images, monolingual)
 
 
 def tokenizer(data: UnifiedDataConfig, run_dir: Path, sources: Sources, given: str, field: str,
