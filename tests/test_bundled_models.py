@@ -75,3 +75,25 @@ def test_bundled_digits_model_votes_with_two_word_unit_models() -> None:
             ids = member.tokenizer.encode([hyp.text])
             scores.append(float(ctc_log_likelihoods(log_probs[0, : int(lens[0])], ids)[0]))
         assert abs(hyp.score - sum(scores)) < 1e-3, (hyp.score, scores)
+
+
+def test_bundled_image_cascade_reads_and_translates_the_example_photos(capsys) -> None:
+    """models/multi30k-image reads the example photos (validation fonts) nearly letter-perfect, and translates
+    exactly what it read (restored by the translation model's truecaser)."""
+    from transduce.cascade import Cascade
+    from transduce.data.captions import normalize_text
+    from transduce.metrics.wer import cer
+    from transduce.tasks import load
+
+    folder = ROOT / "examples" / "photos"
+    rows = [line.split("\t") for line in (folder / "lines.tsv").read_text(encoding="utf-8").splitlines()]
+    photos = [str(folder / name) for name, _ in rows]
+    cascade = load(ROOT / "models" / "multi30k-image")
+    assert isinstance(cascade, Cascade)
+    read = cascade.recognizer.transcribe(photos)
+    assert cer(read, [normalize_text(text) for _, text in rows]) < 5.0
+    restored = cascade.transcribe(photos)
+    assert [normalize_text(t) for t in restored] == [normalize_text(t) for t in read]
+    assert cascade.translate(photos, "de") == cascade.translator.translate(restored)
+    assert main(["transcribe", "--model", str(ROOT / "models" / "multi30k-image"), photos[0]]) == 0
+    assert capsys.readouterr().out == f"{photos[0]}\t{read[0]}\n"

@@ -186,6 +186,8 @@ def test_a_cascade_folder_is_one_model_for_the_cli_and_the_library(models, asr: 
     assert code == 0 and json.loads(out)["tgt_lang"] == "de"
     code, out, _ = run_cli(["info", str(folder)], capsys)
     assert code == 0 and "speech translation cascade" in out and "translation model" in out
+    code, _, err = run_cli(["translate", "--model", str(folder), "--tgt-lang", "fr", *files], capsys)
+    assert code != 0 and err.strip().endswith(f"--tgt-lang fr: {folder / 'text'} translates into de")
     code, out, _ = run_cli(["transcribe", "--model", str(folder), *files], capsys)  # its recognizer's transcripts
     assert code == 0 and out.splitlines() == [f"{f}\t{t}" for f, t in
                                               zip(files, recognizer.transcribe(files), strict=True)]

@@ -83,6 +83,8 @@ def translate(args: argparse.Namespace) -> int:
         raise UsageError("--asr translates audio files given as arguments or the utterances of --manifest (one of "
                          "the two)")
     cascade = _load(args)
+    if args.tgt_lang not in (None, cascade.config.data.tgt_lang):
+        raise UsageError(f"--tgt-lang {args.tgt_lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
     overrides = _decode_overrides(args)
     if args.manifest and images.reads_images(cascade):
         return images.translate_manifest(args, cascade, overrides)
