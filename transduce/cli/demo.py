@@ -94,7 +94,10 @@ def photo_examples(model_name: str, folder: Path) -> None:
     read = cascade.transcribe(photos)
     german = cascade.translator.translate(read)
     seconds = time.perf_counter() - started
-    print(f"model: {model_dir.relative_to(ROOT)}, photos of English text -> English text -> German text")
+    dev = json.loads((model_dir / "card.json").read_text()).get("dev_eval", {}) if (model_dir / "card.json").is_file() \
+        else {}
+    print(f"model: {model_dir.relative_to(ROOT)}, photos of English text -> English text -> German text "
+          f"(dev CER {dev.get('ocr_cer', '?')}%, BLEU {dev.get('bleu', '?')}; unseen fonts)")
     for name, text, hyp in zip(shown, read, german, strict=True):
         print(f"  {name}\n    read:      {text}\n    shows:     {shown[name]}\n    de:        {hyp}\n"
               f"    reference: {refs[name]}")
