@@ -13,6 +13,12 @@ from transduce.translate import Translator
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _dev_eval(model_dir: Path) -> dict:
+    """The ``dev_eval`` scores of a bundled folder's card (empty when it has none)."""
+    card = model_dir / "card.json"
+    return json.loads(card.read_text()).get("dev_eval", {}) if card.is_file() else {}
+
+
 def translate_examples() -> None:
     model_dir = ROOT / "models" / "multi30k-en-de"
     examples = (ROOT / "examples" / "en-de.en").read_text().splitlines()
@@ -69,8 +75,7 @@ def speech_translate_examples(model_name: str, folder: Path) -> None:
     started = time.perf_counter()
     hyps = translator.translate([folder / row[0] for row in rows], "de")
     seconds = time.perf_counter() - started
-    dev = json.loads((model_dir / "card.json").read_text()).get("dev_eval", {}) if (model_dir / "card.json").is_file() \
-        else {}
+    dev = _dev_eval(model_dir)
     print(f"model: {model_dir.relative_to(ROOT)}, English speech -> German text (dev BLEU {dev.get('bleu', '?')})")
     for row, hyp in zip(rows, hyps, strict=True):
         print(f"  {row[0]}\n    de:        {hyp}\n    reference: {row[1]}")
@@ -94,8 +99,7 @@ def photo_examples(model_name: str, folder: Path) -> None:
     read = cascade.transcribe(photos)
     german = cascade.translator.translate(read)
     seconds = time.perf_counter() - started
-    dev = json.loads((model_dir / "card.json").read_text()).get("dev_eval", {}) if (model_dir / "card.json").is_file() \
-        else {}
+    dev = _dev_eval(model_dir)
     print(f"model: {model_dir.relative_to(ROOT)}, photos of English text -> English text -> German text "
           f"(dev CER {dev.get('ocr_cer', '?')}%, BLEU {dev.get('bleu', '?')}; unseen fonts)")
     for name, text, hyp in zip(shown, read, german, strict=True):
