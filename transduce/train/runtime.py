@@ -1,4 +1,4 @@
-"""Process-level settings that make CPU training faster."""
+"""Process-level settings: the training device, and what makes CPU training faster."""
 
 from __future__ import annotations
 
@@ -6,7 +6,21 @@ import ctypes
 import ctypes.util
 import sys
 
+import torch
+
+from transduce.errors import ConfigError
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: auto (CUDA when present), or a torch device name; CUDA asked for but absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return device
 
 
 def tune_malloc() -> bool:

@@ -1,8 +1,22 @@
-"""Learning-rate schedules as plain functions of the update number."""
+"""Learning-rate schedules as plain functions of the update number, and the optimizer of an ``optim`` section."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import torch
+
 from transduce.config import ConfigError, OptimConfig
+
+
+def make_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter], *, foreach: bool) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``params``; ``foreach``: one multi-tensor kernel per Adam operation instead of a Python
+    loop over the parameters (PyTorch picks it by default on CUDA only; the same arithmetic as the loop)."""
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.name not in kinds:
+        raise ConfigError(f"optim.name: unknown optimizer {cfg.name!r}; choose adam or adamw")
+    return kinds[cfg.name](list(params), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,  # type: ignore[arg-type]
+                           weight_decay=cfg.weight_decay, foreach=foreach)
 
 
 def learning_rate(cfg: OptimConfig, update: int) -> float:

@@ -32,8 +32,8 @@ from transduce.train.finetune import load_initial_weights, share_tokenizers
 from transduce.train.interrupt import GracefulStop
 from transduce.train.pipeline import Pipeline, gather_model_state, gather_state
 from transduce.train.precision import Precision, detect_hardware, resolve_precision
-from transduce.train.runtime import tune_malloc
-from transduce.train.schedule import learning_rate
+from transduce.train.runtime import resolve_device, tune_malloc
+from transduce.train.schedule import learning_rate, make_optimizer
 from transduce.train.tasks import Task, TrainBatch, TrainingKind
 
 
@@ -50,15 +50,6 @@ class Progress:
     skipped_nonfinite: int = 0
     skipped_overflow: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
-    return device
 
 
 def _quiet(_: str) -> None:
@@ -82,43 +73,14 @@ class Trainer:
             kind = get_task(cfg.task)
         self.kind = kind
         learning_rate(cfg.optim, 1)  # validates optim.schedule before any slow work
-        self.device = resolve_device(cfg.train.device)
-        self.dist = init_distributed(self.device.type, cfg.train.parallel)
-        self.data = self.dist.data()  # who splits the batches: everyone (ddp, fsdp) or no one (tp, pp)
-        if self.dist.active and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
-        self.log = log if self.dist.is_main else _quiet  # only rank 0 talks, draws and writes
-        self.show_progress = show_progress and self.dist.is_main
-        self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
-        self.model_parallel = self.dist.active and not self.dist.data_parallel
-        precision, note = resolve_precision(cfg.train.precision, detect_hardware(self.device))
-        if note:
-            self.log(note)
-        if precision != cfg.train.precision:  # auto: checkpoints, the model folder and evaluation see the choice
-            cfg = self.cfg = replace(cfg, train=replace(cfg.train, precision=precision))
-        self.precision = Precision(precision, self.device.type, sharded=self.sharded)
-        self.autocast = self.precision.autocast
+        cfg = self.cfg = self._runtime(cfg, log, show_progress)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         tune_malloc()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
-        if not self.dist.is_main:
-            self.dist.barrier()  # rank 0 trains (or, fine-tuning, copies) the tokenizer first
-        elif cfg.train.init_from:
-            share_tokenizers(cfg, self.run_dir, kind)
-        self.task: Task = kind.training(cfg, self.run_dir, self.log)
-        if self.dist.is_main:
-            self.dist.barrier()
-        self.model = self.task.build_model()
-        if cfg.train.init_from:
-            load_initial_weights(self.model, cfg, kind, self.log)
-        init_components = getattr(self.task, "init_components", None)
-        if init_components is not None:  # component-wise initialization (speech translation: encoder and decoder)
-            init_components(self.model)
-        self.model = self.model.to(self.device)
+        self.task, self.model = self._task_and_model(cfg, kind)
         self.warmup: WarmupClock | None = None
         if cfg.train.compile:
             count = compile_layers(self.model, self.device)
@@ -132,23 +94,56 @@ class Trainer:
         self.pipeline: Pipeline | None = None  # pp: this rank's stage; the other parameters become meta tensors
         if self.model_parallel and cfg.train.parallel == "pp":
             self.pipeline = Pipeline(self.step_module, self.dist, microbatches=cfg.train.microbatches,
-                                     precision=precision)
+                                     precision=cfg.train.precision)
         self.optimizer = self._optimizer()  # after sharding: FSDP replaces parameters by DTensors
         if self.dist.active:
             torch.manual_seed(cfg.train.seed + 1000 * self.dist.dp_rank)  # distinct dropout per data rank
 
+    def _runtime(self, cfg: RunConfig, log, show_progress: bool) -> RunConfig:
+        """Device, process group, who talks, and precision (``auto`` resolved: the config returned names the choice,
+        so checkpoints, the model folder and evaluation see it)."""
+        self.device = resolve_device(cfg.train.device)
+        self.dist = init_distributed(self.device.type, cfg.train.parallel)
+        self.data = self.dist.data()  # who splits the batches: everyone (ddp, fsdp) or no one (tp, pp)
+        if self.dist.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.log = log if self.dist.is_main else _quiet  # only rank 0 talks, draws and writes
+        self.show_progress = show_progress and self.dist.is_main
+        self.sharded = self.dist.active and cfg.train.parallel == "fsdp"
+        self.model_parallel = self.dist.active and not self.dist.data_parallel
+        precision, note = resolve_precision(cfg.train.precision, detect_hardware(self.device))
+        if note:
+            self.log(note)
+        if precision != cfg.train.precision:
+            cfg = replace(cfg, train=replace(cfg.train, precision=precision))
+        self.precision = Precision(precision, self.device.type, sharded=self.sharded)
+        self.autocast = self.precision.autocast
+        return cfg
+
+    def _task_and_model(self, cfg: RunConfig, kind: TrainingKind) -> tuple[Task, torch.nn.Module]:
+        """The task's data (rank 0 first: it trains or copies the tokenizer) and its model, initialized (from
+        ``train.init_from``, or component-wise) and on the device."""
+        if not self.dist.is_main:
+            self.dist.barrier()
+        elif cfg.train.init_from:
+            share_tokenizers(cfg, self.run_dir, kind)
+        task: Task = kind.training(cfg, self.run_dir, self.log)
+        if self.dist.is_main:
+            self.dist.barrier()
+        model = task.build_model()
+        if cfg.train.init_from:
+            load_initial_weights(model, cfg, kind, self.log)
+        init_components = getattr(task, "init_components", None)
+        if init_components is not None:  # component-wise initialization (speech translation: encoder and decoder)
+            init_components(model)
+        return task, model.to(self.device)
+
     def _optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-        if o.name not in kinds:
-            raise ConfigError(f"optim.name: unknown optimizer {o.name!r}; choose adam or adamw")
-        # foreach: one multi-tensor kernel per Adam operation instead of a Python loop over ~150 parameters
-        # (PyTorch picks it by default on CUDA only); the same arithmetic as the loop. Not under tp: one
-        # multi-tensor kernel cannot take its mix of split (DTensor) and whole parameters
+        # foreach not under tp: one multi-tensor kernel cannot take its mix of split (DTensor) and whole parameters
         foreach = not (self.model_parallel and self.cfg.train.parallel == "tp")
-        params = [p for p in self.model.parameters() if not p.is_meta]  # pp: the stage's own
-        return kinds[o.name](params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                             weight_decay=o.weight_decay, foreach=foreach)
+        return make_optimizer(self.cfg.optim, (p for p in self.model.parameters() if not p.is_meta),  # pp: its own
+                              foreach=foreach)
 
     # ---- checkpoints -------------------------------------------------------------------
     def save(self, name: str | None = None) -> Path:
