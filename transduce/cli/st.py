@@ -68,9 +68,12 @@ def _load(args: argparse.Namespace):
     from transduce.cascade import Cascade
 
     try:
-        return Cascade.load(args.asr, args.model, truecase=args.truecase)
+        cascade = Cascade.load(args.asr, args.model, truecase=args.truecase)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.tgt_lang not in (None, cascade.config.data.tgt_lang):
+        raise UsageError(f"--tgt-lang {args.tgt_lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
+    return cascade
 
 
 def translate(args: argparse.Namespace) -> int:
@@ -83,8 +86,6 @@ def translate(args: argparse.Namespace) -> int:
         raise UsageError("--asr translates audio files given as arguments or the utterances of --manifest (one of "
                          "the two)")
     cascade = _load(args)
-    if args.tgt_lang not in (None, cascade.config.data.tgt_lang):
-        raise UsageError(f"--tgt-lang {args.tgt_lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
     overrides = _decode_overrides(args)
     if args.manifest and images.reads_images(cascade):
         return images.translate_manifest(args, cascade, overrides)
@@ -107,10 +108,8 @@ def evaluate(args: argparse.Namespace) -> int:
     _check(args)
     if not args.manifest:
         raise UsageError("--asr evaluates the utterances of a speech translation --manifest")
-    cascade = _load(args)
+    cascade = _load(args)  # it refuses a --tgt-lang the cascade does not produce
     lang = args.tgt_lang or cascade.config.data.tgt_lang
-    if lang != cascade.config.data.tgt_lang:
-        raise UsageError(f"--tgt-lang {lang}: {args.model} translates into {cascade.config.data.tgt_lang}")
     overrides = _decode_overrides(args)
     if images.reads_images(cascade):
         return images.evaluate_cascade(args, cascade, lang, overrides)

@@ -136,8 +136,12 @@ def read_sources(data: UnifiedDataConfig, train: bool) -> Sources:
         for lang in data.langs:
             if f"mt:{lang}" not in data.without:
                 text[lang] = read_parallel(_find(folder, prefix, data.src_lang), _find(folder, prefix, lang))
-            elif train and any((folder / f"{prefix}.{lang}{gz}").is_file() for gz in ("", ".gz")):
-                monolingual += read_lines(_find(folder, prefix, lang))
+            elif train:
+                try:
+                    path = _find(folder, prefix, lang)
+                except DataError:  # no text of it: nothing for the tokenizer
+                    continue
+                monolingual += read_lines(path)  # an unreadable file is still an error naming it
     images = []
     if "ocr" in data.tasks or "imt" in data.tasks:
         images = read_image_manifests(Path(data.image_dir), data.image_train if train else data.image_valid)
