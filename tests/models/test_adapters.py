@@ -79,6 +79,23 @@ def test_each_modality_is_padding_invariant() -> None:
             assert (memory[b, n:] == 0).all()
 
 
+def test_utterance_norm_removes_each_utterance_offset_and_keeps_padding_invariance() -> None:
+    """model.utterance_norm (as the bundled captions recognizer): a constant added to one utterance's real frames
+    changes nothing, and an utterance still encodes alone as in a padded batch."""
+    model = build_unified(tiny(utterance_norm=True), 30, 2).eval()
+    x, lens = inputs()["speech"]
+    shifted = x.clone()
+    shifted[1, : int(lens[1])] += torch.linspace(-3.0, 5.0, 40)  # one offset per bin, on the real frames only
+    memory, out_lens = model.encode(x, lens, modality="speech")
+    assert torch.allclose(model.encode(shifted, lens, modality="speech")[0], memory, atol=1e-4)
+    alone, _ = model.encode(x[1:2, : int(lens[1])], lens[1:2], modality="speech")
+    n = int(out_lens[1])
+    assert torch.allclose(memory[1, :n], alone[0, :n], atol=1e-5)
+    plain = build_unified(tiny(), 30, 2).eval()
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain.encode(shifted, lens, modality="speech")[0], memory, atol=1e-4)
+
+
 def test_training_statistics_ignore_padding() -> None:
     """In training the adapters normalize with the batch's real frames: more padding changes nothing."""
     model = build_unified(tiny(), 30, 2).train()

@@ -212,6 +212,24 @@ def test_a_tensor_that_does_not_fit_is_named(trained: Path, tmp_path: Path) -> N
         Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
 
 
+def test_a_speech_model_that_normalizes_per_utterance_needs_the_same_setting(trained: Path, tmp_path: Path) -> None:
+    """The bundled captions recognizer subtracts each utterance's mean: its blocks start a unified model only with
+    model.utterance_norm true, which then normalizes the same way."""
+    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
+    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
+                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels, utterance_norm=True)
+    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
+            ["abcd"] * 8, "char")
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
+    with pytest.raises(ConfigError, match=r"model.utterance_norm: False here, but model.init_encoder_from .*asr has True"):
+        Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}",
+                                     "model.utterance_norm=true"))
+    model = Trainer(cfg, tmp_path / "run2", log=quiet, show_progress=False).model
+    front = model.modalities["speech"].front
+    assert front.utterance_norm
+
+
 def test_train_only_adapters_logs_the_trained_count(trained: Path, tmp_path: Path) -> None:
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, "model.train_only=[adapters]"))
     messages: list[str] = []

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from transduce.data.cmvn import GlobalCMVN
 from transduce.data.tokenizer import PAD
+from transduce.models.ctc import utterance_mean_norm
 from transduce.nn.image_frontend import ImageFrontend
 from transduce.nn.masks import padding_mask
 from transduce.nn.subsampling import Conv2dSubsampling
@@ -34,16 +35,20 @@ if TYPE_CHECKING:
 
 
 class SpeechFrontEnd(nn.Module):
-    """Raw log-mel features (B, T, F) -> global CMVN -> convolutional subsampling -> (B, T', C)."""
+    """Raw log-mel features (B, T, F) -> [utterance mean subtracted] -> global CMVN -> convolutional subsampling
+    -> (B, T', C)."""
 
-    def __init__(self, subsampling: Conv2dSubsampling, normalizer: nn.Module) -> None:
+    def __init__(self, subsampling: Conv2dSubsampling, normalizer: nn.Module, *, utterance_norm: bool = False
+                 ) -> None:
         super().__init__()
-        self.normalizer, self.subsampling = normalizer, subsampling
+        self.normalizer, self.subsampling, self.utterance_norm = normalizer, subsampling, utterance_norm
 
     def forward(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor]:
         short = self.subsampling.min_frames - feats.size(1)
         if short > 0:  # too short for one output frame: padded to one, which every length (0) masks
             feats = F.pad(feats, (0, 0, 0, short))  # (B, min_frames, F)
+        if self.utterance_norm:
+            feats = utterance_mean_norm(feats, feat_lens)
         x = self.subsampling(self.normalizer(feats))  # (B, T', C)
         return x, self.subsampling.output_lengths(feat_lens)
 
@@ -126,7 +131,8 @@ def build_speech(cfg: UnifiedModelConfig, vocab: int) -> Modality:
     """Speech: CMVN (identity until the task loads the training statistics) + subsampling to ``speech_dim``."""
     width = cfg.speech_dim or cfg.dim
     sub = Conv2dSubsampling(cfg.input_dim, width, cfg.subsampling, channels=cfg.subsampling_channels)
-    return Modality(SpeechFrontEnd(sub, GlobalCMVN(cfg.input_dim)), build_adapter(cfg, width))
+    front = SpeechFrontEnd(sub, GlobalCMVN(cfg.input_dim), utterance_norm=cfg.utterance_norm)
+    return Modality(front, build_adapter(cfg, width))
 
 
 def build_text(cfg: UnifiedModelConfig, vocab: int) -> Modality:

@@ -63,6 +63,9 @@ class UnifiedModelConfig:
     """Speech: frame-rate reduction of the convolutional front end (4, 6 or 8)."""
     subsampling_channels: int = 0
     """Speech: channels of the front-end convolutions (0 = speech_dim)."""
+    utterance_norm: bool = False
+    """Speech: subtract each utterance's mean filterbank (over its real frames) before the global CMVN, as the
+    bundled captions recognizer does; needed to start from it (model.init_encoder_from)."""
     speech_dim: int = 0
     """Speech front end's output width (0 = dim)."""
     text_dim: int = 0

@@ -156,7 +156,7 @@ class UnifiedTask:
         path = self.run_dir / CMVN
         if path.is_file():
             return CMVNStats.from_dict(json.loads(path.read_text()))
-        stats = estimate_cmvn([u.utt for u in utts], self.cfg.data, self.log)
+        stats = estimate_cmvn([u.utt for u in utts], self.cfg.data, self.log, self.cfg.model.utterance_norm)
         path.write_text(json.dumps(stats.to_dict()))
         return stats
 
@@ -218,7 +218,8 @@ class UnifiedTask:
             utts, transcripts = [e.utt for e in spoken], [e.transcript for e in spoken]
             augment = augment_config(self.cfg.data) if train else None
             speech = SpeechCollator(utts, transcripts, fbank=self.fbank, augment=augment,  # type: ignore[arg-type]
-                                    cmvn=self.cmvn if train else None, seed=self.cfg.train.seed, epoch=epoch)
+                                    cmvn=self.cmvn if train else None, utterance_norm=self.cfg.model.utterance_norm,
+                                    seed=self.cfg.train.seed, epoch=epoch)
         images = image_collator(examples, self.cfg.model.image_height, jitter=self.cfg.data.width_jitter if train
                                 else 0.0, seed=self.cfg.train.seed, epoch=epoch)
         return UnifiedCollator(examples, speech, self.cfg.data.num_mel_bins, images)

@@ -71,7 +71,7 @@ def init_encoder(model: UnifiedModel, cfg: RunConfig, path: str) -> int:
     _agree([("model.encoder", m.encoder, s.encoder), ("data.num_mel_bins", cfg.data.num_mel_bins,
                                                       source.data.num_mel_bins),
             ("data.sample_rate", cfg.data.sample_rate, source.data.sample_rate),
-            ("model.utterance_norm", False, s.utterance_norm), ("model.causal_conv", False, s.causal_conv)],
+            ("model.utterance_norm", m.utterance_norm, s.utterance_norm), ("model.causal_conv", False, s.causal_conv)],
            field, path)
     names = ENCODER_NAMES[m.encoder]
     renamed = _rename(state, names)
