@@ -48,6 +48,26 @@ class DataConfig:
 
 
 @dataclass(kw_only=True)
+class ManifestDataConfig:
+    """What every manifest-based data section has (speech: ``SpeechDataConfig``, images: ``ImageDataConfig``):
+    where the JSON-lines manifests live and how their transcripts are tokenized."""
+
+    dir: str = "data"
+    """Folder with the JSON-lines manifests."""
+    train: str = "train.jsonl"
+    """Training manifest (relative to dir); several comma-separated are read one after another
+    (``train.jsonl,../captions-s2/train.jsonl``)."""
+    valid: str = "dev.jsonl"
+    """Development manifest (tuning, early stopping)."""
+    tokenizer: str = "char"
+    """SentencePiece model type for transcripts: char, bpe or unigram."""
+    vocab_size: int = 64
+    """SentencePiece vocabulary size (char: an upper bound)."""
+    num_workers: int = 0
+    """Processes loading and featurizing examples (batches are identical whatever the number)."""
+
+
+@dataclass(kw_only=True)
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
 

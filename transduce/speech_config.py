@@ -9,25 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from transduce.config import ManifestDataConfig
 from transduce.data.features import FbankConfig
 
 
 @dataclass(kw_only=True)
-class SpeechDataConfig:
+class SpeechDataConfig(ManifestDataConfig):
     """Where the speech manifests live, how transcripts are tokenized and audio is featurized
     and augmented (task: ctc)."""
 
-    dir: str = "data"
-    """Folder with the JSON-lines manifests."""
-    train: str = "train.jsonl"
-    """Training manifest (relative to dir); several comma-separated are read one after another
-    (``train.jsonl,../captions-s2/train.jsonl``)."""
-    valid: str = "dev.jsonl"
-    """Development manifest (tuning, early stopping)."""
-    tokenizer: str = "char"
-    """SentencePiece model type for transcripts: char, bpe or unigram."""
-    vocab_size: int = 64
-    """SentencePiece vocabulary size (char: an upper bound)."""
     sample_rate: int = 16000
     """Model sample rate; audio is resampled to it."""
     num_mel_bins: int = 80
@@ -36,8 +26,6 @@ class SpeechDataConfig:
     """Drop training utterances longer than this (seconds)."""
     cmvn_utterances: int = 2000
     """Training utterances used to estimate global mean/variance normalization."""
-    num_workers: int = 0
-    """Processes loading audio and computing features (batches are identical whatever the number)."""
     speed_factors: tuple[float, ...] = ()
     """Speed perturbation factors drawn uniformly per utterance (empty = off), e.g. [0.9, 1.0, 1.1]."""
     noise_prob: float = 0.0

@@ -274,3 +274,34 @@ def test_the_loss_runs_under_bf16_autocast(trained: Path, tmp_path: Path) -> Non
         full, _ = task.loss_module(model, nullcontext())(*batch.inputs())
         half, _ = task.loss_module(model, torch.autocast("cpu", dtype=torch.bfloat16))(*batch.inputs())
     assert half.dtype == torch.float32 and torch.allclose(half, full, rtol=0.05)
+
+
+def test_the_comparison_table_scores_each_model_on_its_own_jobs(trained: Path, tmp_path: Path) -> None:
+    """benchmarks/unified_table.py: the scores are the library's own (sacreBLEU of Unified.translate), a model
+    compared with itself gains nothing, and parameters leave out an input no task reads."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "table.json"
+    run, data = trained / "run", trained / "data"
+    args = [sys.executable, str(ROOT / "benchmarks" / "unified_table.py"), "--model", str(run), "--model", str(run),
+            "--manifest", str(data / "speech" / "dev.jsonl"), "--text", str(data / "text"), "--limit", "12",
+            "--json", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())["run"]
+    assert set(result["jobs"]) == {"st:fr", "mt:fr"}
+    m = Unified.load(run)
+    src, ref = read_lines(data / "text" / "val.en")[:12], read_lines(data / "text" / "val.fr")[:12]
+    assert result["jobs"]["mt:fr"]["score"] == pytest.approx(float(sacre_scores(m.translate(src, "fr"), ref)["bleu"]))
+    assert result["params"] == sum(p.numel() for p in m.model.parameters())
+    assert "st:fr: run" in done.stdout and "(+0.00 in its favour)" in done.stdout
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from unified_table import used_parameters
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    m.jobs = ("st",)  # a speech-only model: its text front end and adapter count for nothing
+    text = sum(p.numel() for name, p in m.model.named_parameters() if name.startswith("modalities.text."))
+    assert text > 0 and used_parameters(m) == result["params"] - text

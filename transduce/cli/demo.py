@@ -110,6 +110,40 @@ def photo_examples(model_name: str, folder: Path) -> None:
     print(f"{len(photos)} photos: CER {error:.1f}%, BLEU {bleu:.1f}, {seconds:.2f}s\n")
 
 
+def unified_examples(model_name: str, folder: Path) -> None:
+    """One unified model: the example recordings transcribed and translated into German, French and Czech, and the
+    first example sentences translated as text into the same languages."""
+    from transduce.metrics.bleu import sacre_scores
+    from transduce.metrics.wer import wer
+    from transduce.unified import Unified
+
+    model_dir = ROOT / "models" / model_name
+    said = [line.split("\t") for line in (folder / "transcripts.tsv").read_text(encoding="utf-8").splitlines()]
+    refs = [line.split("\t")[1:] for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines()]
+    sentences = (ROOT / "examples" / "en-de.en").read_text(encoding="utf-8").splitlines()[:3]
+    model, langs = Unified.load(model_dir), ("de", "fr", "cs")
+    audio = [folder / name for name, _ in said]
+    started = time.perf_counter()
+    heard = model.transcribe(audio)
+    spoken = {lang: model.translate_audio(audio, lang) for lang in langs}
+    written = {lang: model.translate(sentences, lang) for lang in langs}
+    seconds = time.perf_counter() - started
+    dev = _dev_eval(model_dir)
+    print(f"model: {model_dir.relative_to(ROOT)}, one model for English speech -> English/German/French/Czech text "
+          f"and English text -> German/French/Czech (dev WER {dev.get('wer', '?')}%, speech BLEU de/fr/cs "
+          f"{dev.get('st_bleu', '?')}, text BLEU {dev.get('mt_bleu', '?')})")
+    for i, (name, ref) in enumerate(said):
+        print(f"  {name}\n    heard: {heard[i]}\n    said:  {ref}")
+        for k, lang in enumerate(langs):
+            print(f"    {lang}:    {spoken[lang][i]}\n    ref:   {refs[i][k]}")
+    for i, sentence in enumerate(sentences):
+        print(f"  en: {sentence}\n" + "".join(f"  {lang}: {written[lang][i]}\n" for lang in langs), end="")
+    bleus = ", ".join(f"{lang} {sacre_scores(spoken[lang], [r[k] for r in refs])['bleu']:.1f}"
+                      for k, lang in enumerate(langs))
+    print(f"{len(said)} recordings: WER {wer(heard, [r for _, r in said]):.1f}%, speech BLEU {bleus}; "
+          f"{len(sentences)} sentences; {seconds:.2f}s in all\n")
+
+
 def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> None:
     """The example recordings joined by 1 s pauses, fed as live audio ``chunk_ms`` at a time: partials as
     they change, then the segments the endpointer closed, with times."""
@@ -148,6 +182,8 @@ def main() -> int:
             transcribe_examples(name, ROOT / "examples" / folder)
     if (ROOT / "models" / "multi30k-st").is_dir():
         speech_translate_examples("multi30k-st", ROOT / "examples" / "captions")
+    if (ROOT / "models" / "multi30k-unified").is_dir():
+        unified_examples("multi30k-unified", ROOT / "examples" / "captions")
     if (ROOT / "models" / "multi30k-image").is_dir():
         photo_examples("multi30k-image", ROOT / "examples" / "photos")
     if (ROOT / "models" / "digits-hybrid-streaming").is_dir():

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from transduce.config import SECTIONS, RunConfig
+from transduce.config import SECTIONS, ManifestDataConfig, RunConfig
 from transduce.data.images import ImageCollator, ImageLine, load_line_image, read_image_manifest, read_image_manifests
 from transduce.data.speech_batching import SpeechBatch, iterate_speech, make_speech_batches
 from transduce.data.tokenizer import Tokenizer
@@ -34,19 +34,10 @@ STATS = "image_stats.json"
 
 
 @dataclass(kw_only=True)
-class ImageDataConfig:
-    """Where the image manifests live, how transcripts are tokenized and images are read (task: ocr)."""
+class ImageDataConfig(ManifestDataConfig):
+    """Where the image manifests live (``transduce data text-images``), how transcripts are tokenized and images
+    are read (task: ocr)."""
 
-    dir: str = "data"
-    """Folder with the JSON-lines image manifests (``transduce data text-images``)."""
-    train: str = "train.jsonl"
-    """Training manifest(s), comma-separated, relative to dir."""
-    valid: str = "dev.jsonl"
-    """Development manifest."""
-    tokenizer: str = "char"
-    """SentencePiece model type for transcripts: char, bpe or unigram."""
-    vocab_size: int = 64
-    """SentencePiece vocabulary size (char: an upper bound)."""
     height: int = 32
     """Image height in pixels (images are scaled to it); must equal model.input_dim."""
     max_width: int = 4096
@@ -55,8 +46,6 @@ class ImageDataConfig:
     """Training images the pixel mean/std are estimated on."""
     width_jitter: float = 0.1
     """Training images are stretched along the width by a random factor in [1 - j, 1 + j] (0 = off)."""
-    num_workers: int = 0
-    """Processes reading images (batches are identical whatever the number)."""
 
 
 @dataclass(frozen=True)
