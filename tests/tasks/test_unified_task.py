@@ -200,6 +200,36 @@ def test_components_start_from_a_speech_and_a_translation_model(trained: Path, t
     assert torch.equal(model["modalities.text.front.embedding.weight"], mt_state["encoder.embed.embedding.weight"])
     assert (run / "spm.model").read_bytes() == (tmp_path / "mt" / "spm.model").read_bytes()
     assert any(line.startswith("model.init_encoder_from: ") for line in messages)
+    assert any("the speech adapter starts as the identity" in line for line in messages)
+
+
+def test_the_speech_adapter_starts_as_the_identity(trained: Path, tmp_path: Path) -> None:
+    """After model.init_encoder_from the copied blocks see what they saw in their own model: the unified model
+    encodes speech as the source recognizer does (same CMVN), until training moves the adapter."""
+    from transduce.recognize import Recognizer
+    from transduce.tasks.unified_init import start_speech_adapter
+
+    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
+    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
+                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels, dropout=0.0)
+    torch.manual_seed(5)
+    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
+            ["abcd", "dcba"] * 4, "char")
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
+    model = Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False).model.eval()
+    source = Recognizer.load(tmp_path / "asr").model.eval()
+    g = torch.Generator().manual_seed(0)
+    feats, lens = torch.randn(3, 64, 40, generator=g) * 2 + 1, torch.tensor([64, 50, 33])
+    front = model.modalities["speech"].front
+    front.normalizer.load_state_dict(source.normalizer.state_dict())  # the same CMVN on both sides
+    start_speech_adapter(model, feats, lens)
+    with torch.no_grad():
+        ours, ours_lens = model.encode(feats, lens, modality="speech")
+        theirs, theirs_lens = source.encode(feats, lens)
+        theirs = model.encoder.final_norm(theirs)  # the shared encoder's own final norm (fresh) on top
+    assert torch.equal(ours_lens, theirs_lens)
+    for b, n in enumerate(ours_lens.tolist()):
+        assert torch.allclose(ours[b, :n], theirs[b, :n], atol=1e-4), (ours[b, :n] - theirs[b, :n]).abs().max()
 
 
 def test_a_tensor_that_does_not_fit_is_named(trained: Path, tmp_path: Path) -> None:

@@ -182,6 +182,8 @@ class UnifiedTask:
 
         assert isinstance(model, UnifiedModel)
         init_components(model, self.cfg, self.log)
+        if self.cfg.model.init_encoder_from:
+            self._start_speech_adapter(model)
         parts = tuple(self.cfg.model.train_only)
         if "tags" in parts and self.cfg.optim.weight_decay:
             raise ConfigError(f"model.train_only: tags trains rows of the decoder embedding, whose other rows "
@@ -191,6 +193,19 @@ class UnifiedTask:
             total = sum(p.numel() for p in model.parameters())
             self.log(f"model.train_only {', '.join(parts)}: training {count} of {total} parameters "
                      f"({100 * count / total:.2f}%), the others frozen")
+
+    def _start_speech_adapter(self, model: UnifiedModel, count: int = 64) -> None:
+        """The speech adapter as the identity, calibrated on the first ``count`` training utterances (plain)."""
+        from transduce.tasks.unified_init import start_speech_adapter
+
+        spoken = [e for e in self.train if e.utt is not None][:count]
+        if not spoken:
+            return
+        batch = SpeechCollator([e.utt for e in spoken], [e.transcript for e in spoken],  # type: ignore[misc]
+                               fbank=self.fbank)(range(len(spoken)))
+        start_speech_adapter(model, batch.feats, batch.feat_lens)
+        self.log(f"model.init_encoder_from: the speech adapter starts as the identity (calibrated on "
+                 f"{len(spoken)} training utterances)")
 
     def loss_module(self, model: nn.Module, autocast: AbstractContextManager) -> UnifiedLoss:
         weights = self.cfg.data.loss_weights or (1.0,) * len(self.cfg.data.tasks)

@@ -4,6 +4,8 @@ copying, ``train.finetune.copy_component``, under the unified model's names):
 - ``model.init_encoder_from: DIR`` (a speech model, task ctc): its convolutional subsampling starts the speech
   front end and its encoder blocks start the shared encoder (conformer blocks, or transformer layers and final
   norm); its CMVN and CTC head are not taken (the statistics are re-estimated, the vocabulary is this model's).
+  The speech adapter then starts as the identity on the copied front end's output (``start_speech_adapter``), so
+  the copied blocks first see what they saw in their own model.
 - ``model.init_decoder_from: DIR`` (a translation model): its decoder starts the decoder (the tag rows of the
   embedding start fresh) and its tokenizer becomes this model's; its source embedding starts the text front end
   when the shapes agree.
@@ -14,13 +16,16 @@ shapes; settings that change what the copied weights compute must agree too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from transduce.config import RunConfig
 from transduce.errors import ConfigError
 from transduce.models.unified import UnifiedModel
+from transduce.nn.masks import padding_mask
 from transduce.train.finetune import copy_component
 
 ENCODER_NAMES = {"conformer": {"encoder.subsampling.": "modalities.speech.front.subsampling.",
@@ -76,6 +81,33 @@ def init_encoder(model: UnifiedModel, cfg: RunConfig, path: str) -> int:
     names = ENCODER_NAMES[m.encoder]
     renamed = _rename(state, names)
     return sum(copy_component(model, renamed, prefix=ours, field=field, where=path) for ours in names.values())
+
+
+def start_speech_adapter(model: UnifiedModel, feats: Tensor, feat_lens: Tensor) -> None:
+    """The speech adapter as the identity on what the speech front end makes of ``feats`` (B, T, F) raw log-mel
+    (training utterances): the projection = I, each bottleneck layer's up-projection = 0 (its residual passes x),
+    and the Z-score's weight and bias = sqrt(D) x the std and mean of the front end's output over the real frames
+    (its running statistics = those statistics), so normalizing and its affine cancel and the blocks get the
+    front end's output scaled by sqrt(D), as in the speech models. Training moves it from there."""
+    speech = model.modalities["speech"]
+    adapter = speech.adapter
+    proj, norm = adapter.proj, adapter.norm
+    if proj.in_features != proj.out_features:
+        raise ConfigError(f"model.speech_dim: {proj.in_features} differs from model.dim {proj.out_features}; "
+                          f"model.init_encoder_from needs them equal (leave speech_dim 0)")
+    with torch.no_grad():
+        proj.weight.copy_(torch.eye(proj.out_features))
+        proj.bias.zero_()
+        for layer in adapter.layers:
+            layer.up.weight.zero_()
+            layer.up.bias.zero_()
+        h, lens = speech.front(feats, feat_lens)  # (B, N, D)
+        mean, var = norm.statistics(h, padding_mask(lens, h.size(1)))
+        norm.mean.copy_(mean)
+        norm.var.copy_(var)
+        scale = math.sqrt(proj.out_features)  # the speech encoders scale their input by sqrt(D) (nn/conformer.py)
+        norm.weight.copy_(torch.sqrt(var + norm.eps) * scale)
+        norm.bias.copy_(mean * scale)
 
 
 def init_decoder(model: UnifiedModel, cfg: RunConfig, path: str, log: Callable[[str], None]) -> int:
