@@ -251,7 +251,8 @@ def test_a_speech_model_that_normalizes_per_utterance_needs_the_same_setting(tra
     _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
             ["abcd"] * 8, "char")
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
-    with pytest.raises(ConfigError, match=r"model.utterance_norm: False here, but model.init_encoder_from .*asr has True"):
+    with pytest.raises(ConfigError, match=r"model.utterance_norm: False here, but model.init_encoder_from .*asr has "
+                                          r"True"):
         Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}",
                                      "model.utterance_norm=true"))

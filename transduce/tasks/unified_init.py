@@ -24,6 +24,7 @@ from torch import Tensor
 
 from transduce.config import RunConfig
 from transduce.errors import ConfigError
+from transduce.models.adapters import BottleneckLayer
 from transduce.models.unified import UnifiedModel
 from transduce.nn.masks import padding_mask
 from transduce.train.finetune import copy_component
@@ -89,16 +90,16 @@ def start_speech_adapter(model: UnifiedModel, feats: Tensor, feat_lens: Tensor) 
     and the Z-score's weight and bias = sqrt(D) x the std and mean of the front end's output over the real frames
     (its running statistics = those statistics), so normalizing and its affine cancel and the blocks get the
     front end's output scaled by sqrt(D), as in the speech models. Training moves it from there."""
-    speech = model.modalities["speech"]
-    adapter = speech.adapter
-    proj, norm = adapter.proj, adapter.norm
+    speech = model.modality("speech")
+    proj, layers, norm = speech.adapter.proj, speech.adapter.layers, speech.adapter.norm
     if proj.in_features != proj.out_features:
         raise ConfigError(f"model.speech_dim: {proj.in_features} differs from model.dim {proj.out_features}; "
                           f"model.init_encoder_from needs them equal (leave speech_dim 0)")
     with torch.no_grad():
         proj.weight.copy_(torch.eye(proj.out_features))
         proj.bias.zero_()
-        for layer in adapter.layers:
+        for layer in layers:
+            assert isinstance(layer, BottleneckLayer)
             layer.up.weight.zero_()
             layer.up.bias.zero_()
         h, lens = speech.front(feats, feat_lens)  # (B, N, D)
