@@ -242,6 +242,24 @@ def test_a_tensor_that_does_not_fit_is_named(trained: Path, tmp_path: Path) -> N
         Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
 
 
+def test_fine_tuning_a_whole_model_does_not_reapply_component_sources(trained: Path, tmp_path: Path) -> None:
+    """train.init_from sets every weight: the component sources a fine-tuned model's config still names (as the
+    bundled unified model's does) must not overwrite them."""
+    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
+    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
+                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels)
+    torch.manual_seed(4)
+    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
+            ["abcd"] * 8, "char")
+    messages: list[str] = []
+    cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"train.init_from={trained / 'run'}",
+                                     f"model.init_encoder_from={tmp_path / 'asr'}"))
+    model = Trainer(cfg, tmp_path / "run", log=messages.append, show_progress=False).model.state_dict()
+    source = Unified.load(trained / "run").model.state_dict()
+    assert all(torch.equal(model[k], source[k]) for k in source)
+    assert any("model.init_encoder_from and model.init_decoder_from are not applied" in line for line in messages)
+
+
 def test_a_speech_model_that_normalizes_per_utterance_needs_the_same_setting(trained: Path, tmp_path: Path) -> None:
     """The bundled captions recognizer subtracts each utterance's mean: its blocks start a unified model only with
     model.utterance_norm true, which then normalizes the same way."""

@@ -177,13 +177,19 @@ class UnifiedTask:
         return _build(self.cfg, self.tok, self.cmvn, self.pixels)
 
     def init_components(self, model: nn.Module) -> None:
-        """model.init_encoder_from / init_decoder_from, then model.train_only (with the trained count logged)."""
+        """model.init_encoder_from / init_decoder_from (not after train.init_from, which set every weight), then
+        model.train_only (with the trained count logged)."""
         from transduce.tasks.unified_init import init_components
 
         assert isinstance(model, UnifiedModel)
-        init_components(model, self.cfg, self.log)
-        if self.cfg.model.init_encoder_from:
-            self._start_speech_adapter(model)
+        m = self.cfg.model
+        if self.cfg.train.init_from and (m.init_encoder_from or m.init_decoder_from):
+            self.log(f"train.init_from {self.cfg.train.init_from} set every weight: model.init_encoder_from and "
+                     f"model.init_decoder_from are not applied")  # e.g. fine-tuning a model whose config names them
+        elif not self.cfg.train.init_from:
+            init_components(model, self.cfg, self.log)
+            if m.init_encoder_from:
+                self._start_speech_adapter(model)
         parts = tuple(self.cfg.model.train_only)
         if "tags" in parts and self.cfg.optim.weight_decay:
             raise ConfigError(f"model.train_only: tags trains rows of the decoder embedding, whose other rows "
