@@ -63,7 +63,7 @@ def score_job(m: Unified, job: str, speech: list, text: dict[str, list[str]]) ->
         return {"score": float(sacre_scores(hyps, text[lang])["bleu"]), "speed": len(hyps) / seconds}
     audio = sum(u.utt.duration for u in speech)
     if kind == "asr":
-        return {"score": 100 * wer(hyps, [u.utt.text for u in speech]), "speed": seconds / audio}
+        return {"score": wer(hyps, [u.utt.text for u in speech]), "speed": seconds / audio}  # percent
     return {"score": float(sacre_scores(hyps, [u.translation[lang] for u in speech])["bleu"]),
             "speed": seconds / audio}
 
@@ -121,7 +121,9 @@ def main() -> None:
         if args.limit:
             speech, text = speech[: args.limit], {k: v[: args.limit] for k, v in text.items()}
         jobs = {job: score_job(m, job, speech, text) for job in jobs_of(m)}
-        name = Path(folder).name if Path(folder).name not in results else folder  # the column names must differ
+        path = Path(folder)
+        name = path.parent.name if path.name == "model" else path.name  # a run's model/ goes by the run's name
+        name = name if name not in results else folder  # the row names must differ
         results[name] = {"folder": folder, "params": used_parameters(m), "jobs": jobs}
         print(f"{name}: " + ", ".join(f"{j} {s['score']:.2f}" for j, s in jobs.items()), flush=True)
     print(table(results))

@@ -97,3 +97,28 @@ def test_bundled_image_cascade_reads_and_translates_the_example_photos(capsys) -
     assert cascade.translate(photos, "de") == cascade.translator.translate(restored)
     assert main(["transcribe", "--model", str(ROOT / "models" / "multi30k-image"), photos[0]]) == 0
     assert capsys.readouterr().out == f"{photos[0]}\t{read[0]}\n"
+
+
+def test_bundled_unified_model_transcribes_and_translates_speech_and_text(capsys) -> None:
+    """models/multi30k-unified: one model transcribes the example recordings (unseen voices) and translates them
+    and text into German, French and Czech; the CLI gives what the API gives; a language it lacks is one line."""
+    from transduce.metrics.bleu import sacre_scores
+    from transduce.unified import Unified
+
+    model_dir = str(ROOT / "models" / "multi30k-unified")
+    m = Unified.load(model_dir)
+    assert m.inputs == ("speech", "text") and m.jobs == ("asr", "st", "mt")
+    wavs, refs = examples("captions")
+    heard = m.transcribe(wavs)
+    assert wer(heard, refs) < 75.0, heard  # a 2,000-update CPU checkpoint (card: dev WER ~50)
+    folder = ROOT / "examples" / "captions"
+    rows = [line.split("\t") for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines()]
+    for k, lang in enumerate(("de", "fr", "cs")):
+        hyps = m.translate_audio(wavs, lang)
+        assert sacre_scores(hyps, [row[1 + k] for row in rows])["bleu"] > 2.0, (lang, hyps)
+    assert main(["translate", "--model", model_dir, "--tgt-lang", "fr", str(wavs[0])]) == 0
+    assert capsys.readouterr().out == f"{wavs[0]}\t{m.translate_audio(wavs[:1], 'fr')[0]}\n"
+    assert main(["translate", "--model", model_dir, "--tgt-lang", "cs", "A dog runs on the beach."]) == 0
+    assert capsys.readouterr().out.splitlines() == m.translate(["A dog runs on the beach."], "cs")
+    assert main(["translate", "--model", model_dir, "--tgt-lang", "es", "A dog."]) == 2
+    assert capsys.readouterr().err.strip().endswith("--tgt-lang es: this model's translate task produces de, fr, cs")

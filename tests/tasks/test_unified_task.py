@@ -348,9 +348,16 @@ def test_the_comparison_table_scores_each_model_on_its_own_jobs(trained: Path, t
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from unified_table import used_parameters
+        from unified_table import score_job, used_parameters
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     m.jobs = ("st",)  # a speech-only model: its text front end and adapter count for nothing
     text = sum(p.numel() for name, p in m.model.named_parameters() if name.startswith("modalities.text."))
     assert text > 0 and used_parameters(m) == result["params"] - text
+
+    from types import SimpleNamespace
+
+    # the asr row: WER in percent, like `transduce evaluate`
+    speech = [SimpleNamespace(utt=SimpleNamespace(audio="a.wav", text=t, duration=2.0)) for t in ("a b c d", "e f")]
+    heard = SimpleNamespace(transcribe=lambda audio: ["a b x d", "e f"])
+    assert score_job(heard, "asr", speech, {})["score"] == pytest.approx(100 / 6)  # type: ignore[arg-type]
