@@ -174,14 +174,20 @@ def _folder(out: Path, cfg: RunConfig, texts: list[str], kind: str) -> dict[str,
     return model.state_dict()
 
 
+def _speech_folder(trained: Path, out: Path, texts: list[str], **overrides: object) -> dict[str, torch.Tensor]:
+    """A CTC speech model folder at ``out`` shaped like the toy recipe's shared encoder (``overrides`` on its
+    CTCModelConfig) -> its state dict."""
+    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
+    fields = {"input_dim": 40, "dim": m.dim, "heads": m.heads, "layers": m.layers, "ffn_dim": m.ffn_dim,
+              "kernel_size": m.kernel_size, "subsampling_channels": m.subsampling_channels, **overrides}
+    return _folder(out, RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC,
+                                  model=CTCModelConfig(**fields)), texts, "char")  # type: ignore[arg-type]
+
+
 def test_components_start_from_a_speech_and_a_translation_model(trained: Path, tmp_path: Path) -> None:
-    cfg = load_recipe(RECIPE, recipe(trained, *TOY))
-    m = cfg.model
-    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
-                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels)
+    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
     torch.manual_seed(3)
-    asr_state = _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC,
-                                                    model=speech), ["abcd", "dcba"] * 4, "char")
+    asr_state = _speech_folder(trained, tmp_path / "asr", ["abcd", "dcba"] * 4)
     mt = RunConfig(model=TransformerConfig(dim=m.dim, heads=m.heads, ffn_dim=m.ffn_dim, encoder_layers=1,
                                            decoder_layers=m.decoder_layers))
     mt_state = _folder(tmp_path / "mt", mt, [" ".join(s) for s in ("abcd", "ponm", "wxyz")] * 4, "word")
@@ -209,12 +215,8 @@ def test_the_speech_adapter_starts_as_the_identity(trained: Path, tmp_path: Path
     from transduce.recognize import Recognizer
     from transduce.tasks.unified_init import start_speech_adapter
 
-    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
-    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
-                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels, dropout=0.0)
     torch.manual_seed(5)
-    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
-            ["abcd", "dcba"] * 4, "char")
+    _speech_folder(trained, tmp_path / "asr", ["abcd", "dcba"] * 4, dropout=0.0)
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
     model = Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False).model.eval()
     source = Recognizer.load(tmp_path / "asr").model.eval()
@@ -233,10 +235,8 @@ def test_the_speech_adapter_starts_as_the_identity(trained: Path, tmp_path: Path
 
 
 def test_a_tensor_that_does_not_fit_is_named(trained: Path, tmp_path: Path) -> None:
-    speech = CTCModelConfig(input_dim=40, dim=48, heads=2, layers=3, ffn_dim=96, kernel_size=7,
-                            subsampling_channels=16)
-    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
-            ["abcd"] * 8, "char")
+    _speech_folder(trained, tmp_path / "asr", ["abcd"] * 8, dim=48, heads=2, layers=3, ffn_dim=96, kernel_size=7,
+                   subsampling_channels=16)
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
     with pytest.raises(ConfigError, match=r"model.init_encoder_from: .*asr has tensor encoder.blocks.2"):
         Trainer(cfg, tmp_path / "run", log=quiet, show_progress=False)
@@ -245,12 +245,8 @@ def test_a_tensor_that_does_not_fit_is_named(trained: Path, tmp_path: Path) -> N
 def test_fine_tuning_a_whole_model_does_not_reapply_component_sources(trained: Path, tmp_path: Path) -> None:
     """train.init_from sets every weight: the component sources a fine-tuned model's config still names (as the
     bundled unified model's does) must not overwrite them."""
-    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
-    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
-                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels)
     torch.manual_seed(4)
-    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
-            ["abcd"] * 8, "char")
+    _speech_folder(trained, tmp_path / "asr", ["abcd"] * 8)
     messages: list[str] = []
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"train.init_from={trained / 'run'}",
                                      f"model.init_encoder_from={tmp_path / 'asr'}"))
@@ -263,11 +259,7 @@ def test_fine_tuning_a_whole_model_does_not_reapply_component_sources(trained: P
 def test_a_speech_model_that_normalizes_per_utterance_needs_the_same_setting(trained: Path, tmp_path: Path) -> None:
     """The bundled captions recognizer subtracts each utterance's mean: its blocks start a unified model only with
     model.utterance_norm true, which then normalizes the same way."""
-    m = load_recipe(RECIPE, recipe(trained, *TOY)).model
-    speech = CTCModelConfig(input_dim=40, dim=m.dim, heads=m.heads, layers=m.layers, ffn_dim=m.ffn_dim,
-                            kernel_size=m.kernel_size, subsampling_channels=m.subsampling_channels, utterance_norm=True)
-    _folder(tmp_path / "asr", RunConfig(task="ctc", data=SpeechDataConfig(num_mel_bins=40), decode=CTC, model=speech),
-            ["abcd"] * 8, "char")
+    _speech_folder(trained, tmp_path / "asr", ["abcd"] * 8, utterance_norm=True)
     cfg = load_recipe(RECIPE, recipe(trained, *TOY, f"model.init_encoder_from={tmp_path / 'asr'}"))
     with pytest.raises(ConfigError, match=r"model.utterance_norm: False here, but model.init_encoder_from .*asr has "
                                           r"True"):

@@ -13,6 +13,11 @@ from transduce.translate import Translator
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _tsv(path: Path) -> list[list[str]]:
+    """The tab-separated fields of each line of an examples table (UTF-8)."""
+    return [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 def _dev_eval(model_dir: Path) -> dict:
     """The ``dev_eval`` scores of a bundled folder's card (empty when it has none)."""
     card = model_dir / "card.json"
@@ -51,7 +56,7 @@ def transcribe_examples(model_name: str, folder: Path) -> None:
     from transduce.recognize import Recognizer
 
     model_dir = ROOT / "models" / model_name
-    rows = [line.split("\t") for line in (folder / "transcripts.tsv").read_text().splitlines()]
+    rows = _tsv(folder / "transcripts.tsv")
     recognizer = Recognizer.load(model_dir)
     started = time.perf_counter()
     hyps = recognizer.transcribe([folder / name for name, _ in rows])
@@ -70,7 +75,7 @@ def speech_translate_examples(model_name: str, folder: Path) -> None:
     from transduce.tasks import load
 
     model_dir = ROOT / "models" / model_name
-    rows = [line.split("\t") for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines()]
+    rows = _tsv(folder / "translations.tsv")
     translator = load(model_dir)
     started = time.perf_counter()
     hyps = translator.translate([folder / row[0] for row in rows], "de")
@@ -91,8 +96,8 @@ def photo_examples(model_name: str, folder: Path) -> None:
     from transduce.tasks import load
 
     model_dir = ROOT / "models" / model_name
-    shown = dict(line.split("\t") for line in (folder / "lines.tsv").read_text(encoding="utf-8").splitlines())
-    refs = dict(line.split("\t")[:2] for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines())
+    shown = {name: text for name, text in _tsv(folder / "lines.tsv")}
+    refs = {row[0]: row[1] for row in _tsv(folder / "translations.tsv")}
     cascade = load(model_dir)
     photos = [folder / name for name in shown]
     started = time.perf_counter()
@@ -118,8 +123,8 @@ def unified_examples(model_name: str, folder: Path) -> None:
     from transduce.unified import Unified
 
     model_dir = ROOT / "models" / model_name
-    said = [line.split("\t") for line in (folder / "transcripts.tsv").read_text(encoding="utf-8").splitlines()]
-    refs = [line.split("\t")[1:] for line in (folder / "translations.tsv").read_text(encoding="utf-8").splitlines()]
+    said = _tsv(folder / "transcripts.tsv")
+    refs = [row[1:] for row in _tsv(folder / "translations.tsv")]
     sentences = (ROOT / "examples" / "en-de.en").read_text(encoding="utf-8").splitlines()[:3]
     model, langs = Unified.load(model_dir), ("de", "fr", "cs")
     audio = [folder / name for name, _ in said]
@@ -156,7 +161,7 @@ def stream_examples(model_name: str, folder: Path, chunk_ms: float = 640.0) -> N
 
     recognizer = Recognizer.load(ROOT / "models" / model_name)
     rate = recognizer.sample_rate
-    names = [line.split("\t")[0] for line in (folder / "transcripts.tsv").read_text().splitlines()]
+    names = [row[0] for row in _tsv(folder / "transcripts.tsv")]
     pause = torch.zeros(rate)
     audio = torch.cat([piece for name in names for piece in (load_audio(folder / name, rate), pause)])
     stream = recognizer.stream(chunk_ms, endpoint=EndpointConfig(trailing_silence=0.6))
